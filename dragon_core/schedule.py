@@ -1,0 +1,111 @@
+"""DDIM arithmetic in ComfyUI's sigma ("VE") space.
+
+ComfyUI samplers work on x = x0 + sigma*eps; the UNet sees the VP latent z = x / sqrt(1 + sigma^2)
+and alpha_bar = 1 / (1 + sigma^2). A deterministic DDIM step from sigma to sigma' is
+x' = x0_hat + sigma' * eps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# denoise(x, sigma) -> x0 prediction, ComfyUI's convention (x in VE space, sigma a 0-d/1-d tensor)
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def alpha_bar(sigma: torch.Tensor | float) -> torch.Tensor:
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    return 1.0 / (1.0 + sigma**2)
+
+
+def vp_scale(sigma: torch.Tensor | float) -> torch.Tensor:
+    """sqrt(alpha_bar): multiply a VE latent by this to get the VP latent the UNet sees."""
+    return alpha_bar(sigma).sqrt()
+
+
+def eps_from_denoised(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+    return (x - denoised) / sigma
+
+
+def inversion_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """One DDIM inversion step from sigma up to sigma_next (> sigma).
+
+    As in the official implementation (diffusers recipe): the noise is predicted on the *current*
+    VP latent with the *target* timestep, x0 is estimated at the current level and re-noised to the
+    target with the same eps. This is what makes sampling back from the inverted noise retrace the
+    path closely.
+    """
+    s_next = torch.tensor(sigma_next, dtype=x.dtype, device=x.device)
+    scale = float(vp_scale(sigma) / vp_scale(sigma_next))  # VP latent of x, expressed at sigma_next
+    x_in = x * scale
+    den = denoise(x_in, s_next)
+    eps = eps_from_denoised(x_in, den, sigma_next)
+    return x + (sigma_next - sigma) * eps
+
+
+def ddim_step(
+    x: torch.Tensor,
+    eps_x0: torch.Tensor,
+    eps_dir: torch.Tensor,
+    sigma: float,
+    sigma_next: float,
+    eta: torch.Tensor | float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """DDIM update with the guided noise only in the x0 estimate (DiffEditor's split).
+
+    eta may be a tensor broadcastable to x (regional SDE: eta inside the edit region, another
+    value outside); `noise` is the shared noise draw for the stochastic part.
+    """
+    x0 = x - sigma * eps_x0
+    if sigma_next == 0:
+        return x0
+    eta_t = torch.as_tensor(eta, dtype=x.dtype, device=x.device)
+    if noise is None or not bool((eta_t != 0).any()):
+        return x0 + sigma_next * eps_dir
+    a, a_next = float(alpha_bar(sigma)), float(alpha_bar(sigma_next))
+    var = (1 - a_next) / (1 - a) * (1 - a / a_next)
+    s = eta_t * var**0.5  # VP std of the fresh noise
+    dir_coef = torch.clamp((1 - a_next) - s**2, min=0.0).sqrt() / a_next**0.5
+    return x0 + dir_coef * eps_dir + (s / a_next**0.5) * noise
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the sampler does at one step i of n."""
+
+    guided: bool
+    repeats: int  # > 1: DiffEditor time travel (deterministic re-inversion between passes)
+    sde: bool  # regional SDE noise at this step
+
+
+SCHEDULES = ("diffeditor", "dragondiffusion")
+
+
+def plan_steps(n: int, schedule: str, start: float, end: float, sde_strength: float,
+               time_travel: int = 3) -> list[StepPlan]:
+    """Per-step plan of the two schedules of the official code, scaled to n steps.
+
+    Guided steps are those with start <= i/n < end (DragonDiffusion: 0..29 of 50). DiffEditor
+    guides every step below 20% of the schedule, then every other step (0..9, 10, 12, .., 28 of 50),
+    runs `time_travel` passes on the guided steps from 44% on (22..28 of 50) and adds regional SDE
+    noise on 22%..38% (11..19 of 50).
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {SCHEDULES}")
+    dense_until = round(0.2 * n)
+    tt_from = round(0.44 * n)
+    sde_from, sde_to = round(0.22 * n), round(0.38 * n)
+    plans = []
+    for i in range(n):
+        in_window = start <= i / n < end
+        if schedule == "dragondiffusion":
+            plans.append(StepPlan(guided=in_window, repeats=1, sde=False))
+            continue
+        guided = in_window and (i < dense_until or i % 2 == 0)
+        repeats = time_travel if (guided and i >= tt_from and i % 2 == 0) else 1
+        sde = sde_strength > 0 and sde_from <= i <= sde_to
+        plans.append(StepPlan(guided=guided, repeats=repeats, sde=sde))
+    return plans

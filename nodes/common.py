@@ -1,0 +1,63 @@
+"""Small helpers shared by the nodes: input checks and ComfyUI sampling plumbing."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.samplers
+
+from ..dragon_core.errors import DragonInputError
+from .unet_layout import downscale_levels, latent_channels
+
+log = logging.getLogger("DragonDiffusion")
+
+
+def check_latent(node: str, input_name: str, latent: dict, unet) -> torch.Tensor:
+    """The single-image latent a Dragon node works on, or a clear error."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
+        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
+        raise DragonInputError(node, input_name, f"expected an image latent [1, C, H, W], got {shape}.",
+                               "Connect the output of VAE Encode.")
+    b, c, h, w = samples.shape
+    if b != 1:
+        raise DragonInputError(node, input_name, f"has a batch of {b}; DragonDiffusion edits one image at a time.",
+                               "Use Latent From Batch to pick one image.")
+    want_c = latent_channels(unet)
+    if c != want_c:
+        raise DragonInputError(node, input_name,
+                               f"has {c} channels but the model takes {want_c}-channel latents.",
+                               "Encode the image with the VAE that belongs to this model.")
+    min_side = 2 ** downscale_levels(unet)
+    if h < min_side or w < min_side:
+        raise DragonInputError(node, input_name,
+                               f"is {w}x{h} latent pixels, smaller than the model's minimum of {min_side}x{min_side}.",
+                               "Use a larger image.")
+    if not torch.isfinite(samples).all():
+        raise DragonInputError(node, input_name, "contains NaN or infinite values.", "Re-encode the image.")
+    return samples
+
+
+def check_conditioning(node: str, input_name: str, cond) -> None:
+    if not isinstance(cond, list) or len(cond) == 0 or not isinstance(cond[0], (list, tuple)):
+        raise DragonInputError(node, input_name, "is empty or not a CONDITIONING.",
+                               "Connect a CLIP Text Encode output.")
+    for c in cond:
+        if isinstance(c[0], torch.Tensor) and not torch.isfinite(c[0]).all():
+            raise DragonInputError(node, input_name, "contains NaN or infinite values.", "")
+
+
+def ddim_sigmas(model_patcher, steps: int) -> torch.Tensor:
+    """ComfyUI's ddim_uniform schedule (diffusers' DDIM timesteps 981, 961, ..., 1 for 50 steps)."""
+    ms = model_patcher.get_model_object("model_sampling")
+    return comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).to(torch.float32)
+
+
+def with_transformer_options(model_options: dict, **entries) -> dict:
+    """A shallow copy of model_options whose transformer_options carry extra entries."""
+    mo = dict(model_options)
+    to = dict(mo.get("transformer_options", {}))
+    to.update(entries)
+    mo["transformer_options"] = to
+    return mo

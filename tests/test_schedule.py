@@ -1,0 +1,77 @@
+"""DDIM arithmetic and the two schedules, on hand-made denoisers (no ComfyUI)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after ComfyUI: see conftest
+from dragon_core.inversion import invert  # noqa: E402
+from dragon_core.schedule import ddim_step, inversion_step, plan_steps  # noqa: E402
+
+SIGMAS = torch.tensor([14.6, 6.0, 2.5, 1.0, 0.4, 0.1, 0.0])
+
+
+def test_inversion_then_ddim_is_exact_for_a_constant_x0_predictor():
+    x0 = torch.randn(1, 4, 8, 8)
+    denoise = lambda x, s: x0  # noqa: E731  the ideal denoiser of a one-image data set
+    lat = invert(denoise, x0, SIGMAS)
+    assert len(lat) == len(SIGMAS)
+    assert torch.allclose(lat[0], x0)
+    # the final latent is x0 + sigma_max * eps with eps consistent along the path
+    x = lat[-1]
+    for i in range(len(SIGMAS) - 1):
+        s, s1 = float(SIGMAS[i]), float(SIGMAS[i + 1])
+        eps = (x - denoise(x, s)) / s
+        x = ddim_step(x, eps, eps, s, s1)
+    assert torch.allclose(x, x0, atol=1e-5)
+
+
+def test_inversion_step_predicts_noise_on_the_current_latent_at_the_target_level():
+    seen = []
+
+    def denoise(x, s):
+        seen.append((x.clone(), float(s)))
+        return torch.zeros_like(x)
+
+    x = torch.ones(1, 1, 2, 2)
+    out = inversion_step(denoise, x, 1.0, 3.0)
+    x_in, s = seen[0]
+    assert s == 3.0
+    # the UNet input is the current VP latent x/sqrt(1+1) re-expressed at sigma 3
+    assert torch.allclose(x_in, x * (10 / 2) ** 0.5)
+    eps = x_in / 3.0
+    assert torch.allclose(out, x + 2.0 * eps)
+
+
+def test_guided_eps_moves_only_the_x0_estimate():
+    x = torch.randn(1, 4, 4, 4)
+    eps = torch.randn_like(x)
+    g = torch.randn_like(x)
+    plain = ddim_step(x, eps, eps, 2.0, 1.0)
+    guided = ddim_step(x, eps + g, eps, 2.0, 1.0)
+    assert torch.allclose(guided - plain, -2.0 * g, atol=1e-6)
+
+
+def test_regional_sde_adds_noise_only_where_eta_is_set():
+    x = torch.randn(1, 1, 4, 4)
+    eps = torch.randn_like(x)
+    noise = torch.randn_like(x)
+    eta = torch.zeros_like(x)
+    eta[..., :2, :] = 0.4
+    out = ddim_step(x, eps, eps, 2.0, 1.0, eta=eta, noise=noise)
+    det = ddim_step(x, eps, eps, 2.0, 1.0)
+    assert torch.allclose(out[..., 2:, :], det[..., 2:, :])
+    assert (out[..., :2, :] - det[..., :2, :]).abs().min() > 0
+
+
+def test_schedules_match_the_official_step_sets_at_50_steps():
+    dd = plan_steps(50, "dragondiffusion", 0.0, 0.6, 0.4)
+    assert [i for i, p in enumerate(dd) if p.guided] == list(range(30))
+    assert all(p.repeats == 1 and not p.sde for p in dd)
+    de = plan_steps(50, "diffeditor", 0.0, 0.6, 0.4)
+    assert [i for i, p in enumerate(de) if p.guided] == list(range(10)) + list(range(10, 29, 2))
+    assert [i for i, p in enumerate(de) if p.repeats > 1] == [22, 24, 26, 28]
+    assert [i for i, p in enumerate(de) if p.sde] == list(range(11, 20))
+    assert not any(p.sde for p in plan_steps(50, "diffeditor", 0.0, 0.6, 0.0))
