@@ -164,7 +164,7 @@ def server(tmp_path_factory) -> Server:
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--disable-api-nodes", "--extra-model-paths-config", str(extra),
            "--output-directory", str(out), "--input-directory", str(inp), "--temp-directory", str(temp),
-           "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"]
+           "--database-url", f"sqlite:///{tmp / 'comfyui.db'}", "--preview-method", "latent2rgb"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, cwd=COMFY, stdout=logf, stderr=subprocess.STDOUT, env=env)

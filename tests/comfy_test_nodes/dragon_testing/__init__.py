@@ -61,6 +61,22 @@ class SceneLatent:
         return ({"samples": lat.repeat(batch, 1, 1, 1)},)
 
 
+class BoxMask:
+    @classmethod
+    def INPUT_TYPES(cls):
+        i = ("INT", {"default": 0, "min": 0, "max": 8192})
+        return {"required": {"width": i, "height": i, "x0": i, "y0": i, "x1": i, "y1": i}}
+
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "build"
+    CATEGORY = "DragonDiffusion/testing"
+
+    def build(self, width, height, x0, y0, x1, y1):
+        m = torch.zeros(1, height, width)
+        m[:, y0:y1, x0:x1] = 1.0
+        return (m,)
+
+
 class SaveTensor:
     """Writes a LATENT or a MASK to output/dragon_test/<name>.safetensors."""
 
@@ -94,4 +110,5 @@ NODE_CLASS_MAPPINGS = {
     "DragonTest_RandomConditioning": RandomConditioning,
     "DragonTest_SceneLatent": SceneLatent,
     "DragonTest_SaveTensor": SaveTensor,
+    "DragonTest_BoxMask": BoxMask,
 }

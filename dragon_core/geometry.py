@@ -1,0 +1,120 @@
+"""Masks and correspondences of an edit on the feature grid (1/4 image) and latent grid (1/8).
+
+All geometry starts from image pixels. A grid cell (j, i) of a grid with cell size s pixels covers
+the pixel centre ((i + 0.5) s, (j + 0.5) s). Every mapping to a grid goes through `cell_of`, so the
+feature masks and the latent copy agree by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import DragonInputError
+from .spec import GuidanceSpec, PointPair
+
+NODE = "Dragon Sampler"
+
+
+def resize_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Binary mask on an h x w grid: a cell is in when more than half of its area is."""
+    m = mask.float()[None, None]
+    return (F.interpolate(m, size=(h, w), mode="area")[0, 0] > 0.5)
+
+
+def cell_of(x: float, y: float, cell_w: float, cell_h: float, gh: int, gw: int, margin: int = 0) -> tuple[int, int]:
+    """(row, col) of the grid cell holding pixel (x, y), clamped `margin` cells inside the border.
+
+    Columns are clamped with the grid width and rows with its height (the official drag code
+    clamped both with the height, which broke non-square images).
+    """
+    col = min(max(int(x // cell_w), margin), gw - 1 - margin)
+    row = min(max(int(y // cell_h), margin), gh - 1 - margin)
+    return row, col
+
+
+def patch(row: int, col: int, gh: int, gw: int, radius: int = 1) -> torch.Tensor:
+    """Flat indices of the (2r+1)^2 patch around a cell, raster order (the cell is kept inside)."""
+    rr = torch.arange(row - radius, row + radius + 1).clamp(0, gh - 1)
+    cc = torch.arange(col - radius, col + radius + 1).clamp(0, gw - 1)
+    return (rr[:, None] * gw + cc[None, :]).flatten()
+
+
+@dataclass
+class Warp:
+    """Target cells of a similarity transform of the object and the source cell of each."""
+
+    target: torch.Tensor  # bool [gh, gw]
+    source_index: torch.Tensor  # long [n_target]: flat source cell for each target cell (raster order)
+
+
+def object_warp(spec: GuidanceSpec, gh: int, gw: int) -> Warp:
+    """Scale the object about its bounding-box centre by spec.scale, then shift by spec.offset.
+
+    Target cells whose source falls outside the image or outside the object are dropped, so an
+    object scaled past the border is clipped instead of failing (the official 'Resize out of
+    bounds' error); an edit that leaves nothing of the object in the image is an error.
+    """
+    mask = spec.object_mask
+    cell = spec.width / gw
+    ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
+    cx = (float(xs.min()) + float(xs.max()) + 1) / 2
+    cy = (float(ys.min()) + float(ys.max()) + 1) / 2
+    r = spec.scale
+    dx, dy = spec.offset
+    jj, ii = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij")
+    px, py = (ii + 0.5) * cell, (jj + 0.5) * (spec.height / gh)
+    sx, sy = cx + (px - cx - dx) / r, cy + (py - cy - dy) / r  # inverse transform: source pixel
+    inside = (sx >= 0) & (sx < spec.width) & (sy >= 0) & (sy < spec.height)
+    obj = resize_mask(mask, gh, gw)
+    col = (sx / cell).floor().long().clamp(0, gw - 1)
+    row = (sy / (spec.height / gh)).floor().long().clamp(0, gh - 1)
+    src = row * gw + col
+    target = inside & obj.flatten()[src.flatten()].view(gh, gw)
+    if not bool(target.any()):
+        raise DragonInputError("Dragon Guidance Setup", "offset_x/offset_y/scale",
+                               "moves or scales the object entirely out of the image.",
+                               "Use a smaller offset or scale.")
+    return Warp(target=target, source_index=src[target])
+
+
+def drag_region(spec: GuidanceSpec, gh: int, gw: int) -> torch.Tensor:
+    """The editable region on a grid: the given mask, or, without one, capsules around each drag.
+
+    Without a mask (the official code crashed) each handle->target segment gets a capsule of radius
+    max(3 cells, half the drag length), so the dragged content and its path may change and the rest
+    of the image is held by the consistency energy.
+    """
+    if spec.object_mask is not None:
+        return resize_mask(spec.object_mask, gh, gw)
+    cell_x, cell_y = spec.width / gw, spec.height / gh
+    jj, ii = torch.meshgrid(torch.arange(gh, dtype=torch.float64) + 0.5, torch.arange(gw, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    region = torch.zeros(gh, gw, dtype=torch.bool)
+    for pr in spec.pairs:
+        ax, ay = pr.handle[0] / cell_x, pr.handle[1] / cell_y
+        bx, by = pr.target[0] / cell_x, pr.target[1] / cell_y
+        vx, vy = bx - ax, by - ay
+        length2 = vx * vx + vy * vy
+        t = ((ii - ax) * vx + (jj - ay) * vy) / length2 if length2 > 0 else torch.zeros_like(ii)
+        t = t.clamp(0, 1)
+        d2 = (ii - ax - t * vx) ** 2 + (jj - ay - t * vy) ** 2
+        radius = max(3.0, 0.5 * length2**0.5)
+        region |= d2 <= radius**2
+    return region
+
+
+def pair_patches(pairs: tuple[PointPair, ...], cell_w: float, cell_h: float, gh: int, gw: int):
+    """(handle patch, target patch) flat indices for each pair: 3x3 cells, kept 1 cell inside."""
+    out = []
+    for pr in pairs:
+        hr, hc = cell_of(*pr.handle, cell_w, cell_h, gh, gw, margin=1)
+        tr, tc = cell_of(*pr.target, cell_w, cell_h, gh, gw, margin=1)
+        out.append((patch(hr, hc, gh, gw), patch(tr, tc, gh, gw)))
+    return out
+
+
+def downsample_any(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bool mask on a coarser grid: a coarse cell is in when any fine cell in it is."""
+    return F.adaptive_max_pool2d(mask.float()[None, None], (h, w))[0, 0] > 0

@@ -1,0 +1,142 @@
+"""The dual-branch guided sampling loop of DragonDiffusion / DiffEditor."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .attention import BranchState
+from .inversion import Inversion
+from .plan import EditPlan
+from .schedule import ddim_step, inversion_step, plan_steps, vp_scale
+from .spec import GuidanceSpec
+
+log = logging.getLogger("DragonDiffusion")
+
+
+class Backend(Protocol):
+    """How the loop talks to a UNet. ComfyUI's implementation lives in nodes/backend.py."""
+
+    def denoise_cfg(self, x: torch.Tensor, sigma: float, state: BranchState) -> torch.Tensor:
+        """Generation branch: CFG x0 prediction (state.phase == 'generate': K/V injected)."""
+
+    def denoise_cond(self, x: torch.Tensor, sigma: float, state: BranchState) -> Optional[torch.Tensor]:
+        """Positive prompt only, no CFG; may stop early (StopUNet handled inside) and return None."""
+
+    def feature_blocks(self) -> tuple[int, ...]:
+        """Decoder blocks whose outputs are the guidance features."""
+
+    def kv_active(self, step: int, steps: int) -> bool:
+        """Whether cross-branch attention injects at this step (False without the patch)."""
+
+    def step_done(self, i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
+        """Progress, preview and interruption after each step."""
+
+    def check_interrupt(self) -> None:
+        ...
+
+
+@dataclass
+class SampleStats:
+    unet_calls: dict
+    guided_steps: int
+    grad_norms: list
+
+
+def _working(features: dict, blocks: tuple[int, ...], hw: tuple[int, int]) -> list[torch.Tensor]:
+    """Feature maps of batch item 0 on the feature grid, fp32, as [C, N]."""
+    out = []
+    for b in blocks:
+        f = features[b][:1].float()
+        if f.shape[-2:] != hw:
+            f = F.interpolate(f, size=hw, mode="nearest")
+        out.append(f[0].flatten(1))
+    return out
+
+
+def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, plan: EditPlan,
+                  state: BranchState, seed: int, device: torch.device) -> tuple[torch.Tensor, SampleStats]:
+    sigmas = [float(s) for s in inversion.sigmas]
+    n = len(sigmas) - 1
+    steps = plan_steps(n, spec.schedule, spec.guidance_start, spec.guidance_end, spec.sde_strength, spec.time_travel)
+    blocks = backend.feature_blocks()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    eta = plan.sde_mask * spec.sde_strength
+    stats = SampleStats(unet_calls={"reference": 0, "generate": 0, "grad": 0, "reinvert": 0}, guided_steps=0,
+                        grad_norms=[])
+    state.steps = n
+    state.kv_mode = spec.kv_mode
+    x = plan.initial(inversion.noise.to(device))
+    for i in range(n):
+        s, s1 = sigmas[i], sigmas[i + 1]
+        sp = steps[i]
+        state.step = i
+        kv_on = backend.kv_active(i, n)
+        ref_feats = None
+        state.kv = {}
+        if sp.guided or kv_on:
+            # one reference pass of the guidance branch, shared by the K/V injection and the energy
+            state.phase = "reference"
+            state.reset_capture(blocks if sp.guided else (), stop=not kv_on)
+            backend.denoise_cond(inversion.reference(i).to(device), s, state)
+            stats.unet_calls["reference"] += 1
+            if sp.guided:
+                ref_feats = _working(state.features, blocks, plan.feature_hw)
+            state.reset_capture((), stop=False)
+        noise = torch.randn(x.shape, generator=gen).to(device, x.dtype) if sp.sde else None
+        x_next = x0 = x
+        for r in range(sp.repeats):
+            state.phase = "generate"
+            den = backend.denoise_cfg(x, s, state)
+            stats.unet_calls["generate"] += 1
+            eps = (x - den) / s
+            g = torch.zeros_like(eps)
+            if sp.guided:
+                g = _guidance(backend, x, s, state, plan, ref_feats, blocks, spec.energy_scale, stats)
+                stats.guided_steps += 1
+            x0 = x - s * (eps + g)
+            x_next = ddim_step(x, eps + g, eps, s, s1, eta=eta if sp.sde else 0.0, noise=noise)
+            if r < sp.repeats - 1:
+                # DiffEditor time travel: deterministically re-invert to this level and redo the step
+                state.phase = "plain"
+                x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s)
+                stats.unet_calls["reinvert"] += 1
+            backend.check_interrupt()
+        state.phase = "plain"
+        state.kv = {}
+        backend.step_done(i, x_next, x0)
+        x = x_next
+    return x, stats
+
+
+def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, plan: EditPlan,
+              ref_feats: list[torch.Tensor], blocks: tuple[int, ...], scale: float, stats: SampleStats) -> torch.Tensor:
+    """g = scale * (M * dE_edit/dz + (1 - M) * dE_cons/dz), z the VP latent the UNet sees."""
+    c = float(vp_scale(s))
+    with torch.inference_mode(False), torch.enable_grad():
+        z = (x.detach().clone() * c).requires_grad_(True)
+        ref = [f.detach().clone() for f in ref_feats]
+        state.phase = "grad"
+        state.reset_capture(blocks, stop=True)
+        backend.denoise_cond(z / c, s, state)
+        stats.unet_calls["grad"] += 1
+        gen = _working(state.features, blocks, plan.feature_hw)
+        state.reset_capture((), stop=False)
+        e_edit, e_cons = plan.energy(gen, ref)
+        g_edit = torch.autograd.grad(e_edit, z, retain_graph=True, allow_unused=True)[0] if e_edit.requires_grad else None
+        g_cons = torch.autograd.grad(e_cons, z, allow_unused=True)[0] if e_cons.requires_grad else None
+        del gen
+    g = torch.zeros_like(x)
+    if g_edit is not None:
+        g = g + plan.grad_mask * g_edit.detach()
+    if g_cons is not None:
+        g = g + (1 - plan.grad_mask) * g_cons.detach()
+    g = scale * g
+    if not torch.isfinite(g).all():
+        log.warning("DragonDiffusion: non-finite energy gradient at sigma %.3f; step left unguided.", s)
+        return torch.zeros_like(x)
+    stats.grad_norms.append(float(g.norm()))
+    return g.to(x.dtype)

@@ -1,0 +1,77 @@
+"""What an edit asks for: the guidance spec and the per-mode defaults of the official demo."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+MODES = ("move", "resize", "drag")
+KV_MODES = ("replace", "concat")
+
+
+@dataclass(frozen=True)
+class ModeDefaults:
+    """Defaults of the official demo (DiffEditor path). energy_scale is the effective step lambda*s_E."""
+
+    energy_scale: float
+    w_edit: float
+    w_content: float
+    w_contrast: float
+    w_inpaint: float
+    kv_mode: str
+    cfg: float = 4.0
+    sde_strength: float = 0.4
+
+
+MODE_DEFAULTS = {
+    "move": ModeDefaults(energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8, kv_mode="replace"),
+    "resize": ModeDefaults(energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8, kv_mode="replace"),
+    "drag": ModeDefaults(energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.0, w_inpaint=0.2, kv_mode="concat"),
+}
+
+
+@dataclass(frozen=True)
+class PointPair:
+    """A handle and where it should go, in image pixels (x right, y down)."""
+
+    handle: tuple[float, float]
+    target: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class DragPoints:
+    pairs: tuple[PointPair, ...]
+    width: int
+    height: int
+
+
+@dataclass
+class GuidanceSpec:
+    """Everything the Dragon Sampler needs besides the model, prompts and inversion.
+
+    Geometry is kept in image pixels; it is mapped to the feature grid (1/4 of the image) and the
+    latent grid (1/8) only when the sampler knows the latent size, by one function, so the masks
+    and the initial-latent copy can never disagree (the official move/paste offset bug).
+    """
+
+    mode: str
+    width: int
+    height: int
+    object_mask: Optional[torch.Tensor] = None  # [H, W] float in [0, 1]; drag: the editable region
+    reference_region: Optional[torch.Tensor] = None  # move: what the vacated area should look like
+    pairs: tuple[PointPair, ...] = ()
+    offset: tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+    energy_scale: float = 40.0
+    w_edit: float = 4.0
+    w_content: float = 6.0
+    w_contrast: float = 0.2
+    w_inpaint: float = 0.8
+    schedule: str = "diffeditor"
+    guidance_start: float = 0.0
+    guidance_end: float = 0.6
+    sde_strength: float = 0.4
+    time_travel: int = 3
+    kv_mode: str = "replace"
+    extra: dict = field(default_factory=dict)

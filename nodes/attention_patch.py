@@ -1,0 +1,58 @@
+"""Cross-Branch Attention Patch: decoder self-attention reads the guidance branch's K/V."""
+from __future__ import annotations
+
+from comfy.ldm.modules.attention import optimized_attention
+from comfy_api.latest import io
+
+from ..dragon_core.attention import CrossBranchAttention
+from ..dragon_core.errors import DragonInputError
+from .types import CATEGORY
+from .unet_layout import decoder_attn1_keys, unet_of
+
+NODE = "Cross-Branch Attention Patch"
+
+
+def patch_model(model, mode: str, start: float, end: float):
+    """A clone of `model` with the cross-branch patch on every decoder attn1 key it has."""
+    unet = unet_of(model, NODE)
+    keys = decoder_attn1_keys(unet)
+    if not keys:
+        raise DragonInputError(NODE, "model", "this UNet has no decoder self-attention layers to patch.")
+    patch = CrossBranchAttention(optimized_attention, mode=mode, start=start, end=end)
+    m = model.clone()
+    for block, idx, j in keys:
+        m.set_model_attn1_replace(patch, block, idx, j)
+    return m, keys
+
+
+class CrossBranchAttentionPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DragonDiffusion_CrossBranchAttention",
+            display_name="Cross-Branch Attention Patch",
+            category=CATEGORY,
+            description=(
+                "Patches a clone of the model so that, during a Dragon Sampler run, the generation branch's "
+                "decoder self-attention uses the keys/values of the guidance branch (the inverted image) at "
+                "the same step. This carries the original appearance into the edit. Outside a Dragon run the "
+                "patched model behaves exactly like the original."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model to patch (it is cloned; the input is not changed)."),
+                io.Combo.Input("mode", options=["auto", "replace", "concat"], default="auto",
+                               tooltip="replace: use the guidance branch's K/V (official for move/resize); concat: attend to "
+                                       "both branches (official for drag); auto: what the guidance mode asks for."),
+                io.Float.Input("start", default=0.1, min=0.0, max=1.0, step=0.01,
+                               tooltip="First step, as a fraction of the steps, at which K/V are injected (official: step 5 of 50 = 0.1)."),
+                io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Injection stops at this fraction of the steps (1.0 = to the end)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The patched clone of the model.")],
+        )
+
+    @classmethod
+    def execute(cls, model, mode, start, end) -> io.NodeOutput:
+        if not 0.0 <= start < end <= 1.0:
+            raise DragonInputError(NODE, "start/end", f"need 0 <= start < end <= 1, got start={start}, end={end}.")
+        m, _ = patch_model(model, mode, start, end)
+        return io.NodeOutput(m)

@@ -1,0 +1,159 @@
+"""Dragon Guidance Setup: mode, masks, points and energy settings -> a guidance spec."""
+from __future__ import annotations
+
+import torch
+
+from comfy_api.latest import io
+
+from ..dragon_core.errors import DragonInputError
+from ..dragon_core.schedule import SCHEDULES
+from ..dragon_core.spec import MODE_DEFAULTS, MODES, DragPoints, GuidanceSpec
+from .common import log
+from .types import CATEGORY, DragonGuidanceType, DragonPointsType
+
+NODE = "Dragon Guidance Setup"
+AUTO = -1.0
+
+
+def _mask2d(name: str, mask) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        raise DragonInputError(NODE, name, "must be a MASK.")
+    if mask.ndim == 3:
+        if mask.shape[0] != 1:
+            raise DragonInputError(NODE, name, f"has a batch of {mask.shape[0]} masks; give one.")
+        mask = mask[0]
+    if not torch.isfinite(mask).all():
+        raise DragonInputError(NODE, name, "contains NaN or infinite values.")
+    return mask.detach().float().clamp(0, 1).cpu()
+
+
+def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> float:
+    if value == AUTO:
+        return default
+    if value < 0 or (value == 0 and not allow_zero):
+        raise DragonInputError(NODE, name, f"must be >= 0 (or -1 for the mode's default), got {value}.")
+    return float(value)
+
+
+def build_spec(mode, object_mask=None, points: DragPoints | None = None, reference_region=None, offset_x=0, offset_y=0,
+               scale=1.0, energy_scale=AUTO, w_edit=AUTO, w_content=AUTO, w_contrast=AUTO, w_inpaint=AUTO,
+               schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=AUTO) -> GuidanceSpec:
+    if mode not in MODES:
+        raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if schedule not in SCHEDULES:
+        raise DragonInputError(NODE, "schedule", f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+    d = MODE_DEFAULTS[mode]
+    mask = _mask2d("object_mask", object_mask)
+    ref = _mask2d("reference_region", reference_region)
+    sizes = {}
+    if mask is not None:
+        sizes["object_mask"] = (mask.shape[1], mask.shape[0])
+    if ref is not None:
+        sizes["reference_region"] = (ref.shape[1], ref.shape[0])
+    if points is not None:
+        if not isinstance(points, DragPoints):
+            raise DragonInputError(NODE, "points", "must come from the Mask/Point Editor.")
+        sizes["points"] = (points.width, points.height)
+    if not sizes:
+        need = "points" if mode == "drag" else "object_mask"
+        raise DragonInputError(NODE, need, f"{mode} needs {need}.", "Connect the Mask/Point Editor.")
+    if len(set(sizes.values())) > 1:
+        desc = ", ".join(f"{k} {w}x{h}" for k, (w, h) in sizes.items())
+        raise DragonInputError(NODE, "object_mask", f"sizes disagree: {desc}.", "Build them all from the same image.")
+    width, height = next(iter(sizes.values()))
+    if not 0.0 <= guidance_start < guidance_end <= 1.0:
+        raise DragonInputError(NODE, "guidance_start/guidance_end",
+                               f"need 0 <= start < end <= 1, got {guidance_start} and {guidance_end}.")
+    if not (scale > 0 and scale == scale):
+        raise DragonInputError(NODE, "scale", f"must be > 0, got {scale}.")
+    pairs = points.pairs if points is not None else ()
+    offset = (float(offset_x), float(offset_y))
+    if mode in ("move", "resize"):
+        if mask is None:
+            raise DragonInputError(NODE, "object_mask", f"{mode} needs the mask of the object.")
+        covered = float((mask > 0.5).float().mean())
+        if covered == 0:
+            raise DragonInputError(NODE, "object_mask", "is empty.", "Paint the object to move.")
+        if covered == 1:
+            raise DragonInputError(NODE, "object_mask", "covers the whole image; there is nothing around the object to keep.",
+                                   "Paint only the object.")
+        if pairs:
+            if len(pairs) != 1:
+                raise DragonInputError(NODE, "points", f"{mode} takes one handle->target pair as the offset, got {len(pairs)}.")
+            if offset != (0.0, 0.0):
+                raise DragonInputError(NODE, "points", "give the move either as a point pair or as offset_x/offset_y, not both.")
+            offset = (pairs[0].target[0] - pairs[0].handle[0], pairs[0].target[1] - pairs[0].handle[1])
+        if mode == "move" and scale != 1.0:
+            log.info("Dragon Guidance Setup: move with scale %.3g resizes the object as well.", scale)
+    else:  # drag
+        if not pairs:
+            raise DragonInputError(NODE, "points", "drag needs at least one handle->target pair.",
+                                   "Click a handle and then its target in the Mask/Point Editor.")
+        if mask is not None and float((mask > 0.5).float().max()) == 0:
+            log.info("Dragon Guidance Setup: the drag mask is empty; using regions around the drags instead.")
+            mask = None
+    return GuidanceSpec(
+        mode=mode, width=int(width), height=int(height), object_mask=mask, reference_region=ref, pairs=tuple(pairs),
+        offset=offset, scale=float(scale),
+        energy_scale=_pick(energy_scale, d.energy_scale, "energy_scale"),
+        w_edit=_pick(w_edit, d.w_edit, "w_edit"), w_content=_pick(w_content, d.w_content, "w_content"),
+        w_contrast=_pick(w_contrast, d.w_contrast, "w_contrast"), w_inpaint=_pick(w_inpaint, d.w_inpaint, "w_inpaint"),
+        schedule=schedule, guidance_start=float(guidance_start), guidance_end=float(guidance_end),
+        sde_strength=_pick(sde_strength, d.sde_strength if schedule == "diffeditor" else 0.0, "sde_strength"),
+        kv_mode=d.kv_mode)
+
+
+def _auto(name, tooltip, mx=100000.0, step=0.1):
+    return io.Float.Input(name, default=AUTO, min=AUTO, max=mx, step=step, tooltip=tooltip + " -1 = the mode's default.")
+
+
+class DragonGuidanceSetup(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DragonDiffusion_GuidanceSetup",
+            display_name="Dragon Guidance Setup",
+            category=CATEGORY,
+            description=(
+                "Describes the edit: what moves where (object mask + offset/scale, or handle->target points), "
+                "and how strongly the feature-correspondence energy guides the sampler. Defaults are those of "
+                "the official DragonDiffusion/DiffEditor demo."),
+            inputs=[
+                io.Combo.Input("mode", options=list(MODES), default="move",
+                               tooltip="move: shift the masked object; resize: scale it about its centre; drag: pull handle points to targets."),
+                io.Mask.Input("object_mask", optional=True,
+                              tooltip="move/resize: the object. drag: the region allowed to change (optional; empty or unconnected = around the drags)."),
+                DragonPointsType.Input("points", optional=True,
+                                       tooltip="Handle->target pairs from the Mask/Point Editor. move/resize: one pair may give the offset."),
+                io.Mask.Input("reference_region", optional=True,
+                              tooltip="move: an area whose look the vacated place should take (official 'reference region')."),
+                io.Int.Input("offset_x", default=0, min=-16384, max=16384, tooltip="move: horizontal shift in image pixels (right is positive)."),
+                io.Int.Input("offset_y", default=0, min=-16384, max=16384, tooltip="move: vertical shift in image pixels (down is positive)."),
+                io.Float.Input("scale", default=1.0, min=0.05, max=8.0, step=0.01,
+                               tooltip="resize/move: scale of the object about its bounding-box centre (parts leaving the image are clipped)."),
+                _auto("energy_scale", "Guidance step size (lambda*s_E of the paper): move 40, drag 80. 0 disables the energy guidance."),
+                _auto("w_edit", "Weight of the edit energy (target looks like the source): 4."),
+                _auto("w_content", "Weight of the consistency energy (the rest stays): 6."),
+                _auto("w_contrast", "move: weight pushing the vacated area away from the object: 0.2."),
+                _auto("w_inpaint", "move: weight filling the vacated area like its surroundings (0.8); drag: handle-vacating weight (0.2)."),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default="diffeditor",
+                               tooltip="diffeditor: guide steps 0-9 then every other step, regional SDE and time travel (official default); "
+                                       "dragondiffusion: guide every step of the window."),
+                io.Float.Input("guidance_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Energy guidance starts at this fraction of the steps."),
+                io.Float.Input("guidance_end", default=0.6, min=0.0, max=1.0, step=0.01,
+                               tooltip="Energy guidance stops at this fraction of the steps (official: step 30 of 50 = 0.6)."),
+                _auto("sde_strength", "diffeditor: eta of the regional SDE noise inside the edit region (0.4).", mx=1.0, step=0.05),
+            ],
+            outputs=[DragonGuidanceType.Output(display_name="guidance", tooltip="The guidance spec for the Dragon Sampler.")],
+        )
+
+    @classmethod
+    def execute(cls, mode, offset_x, offset_y, scale, energy_scale, w_edit, w_content, w_contrast, w_inpaint,
+                schedule, guidance_start, guidance_end, sde_strength, object_mask=None, points=None,
+                reference_region=None) -> io.NodeOutput:
+        spec = build_spec(mode, object_mask, points, reference_region, offset_x, offset_y, scale, energy_scale, w_edit,
+                          w_content, w_contrast, w_inpaint, schedule, guidance_start, guidance_end, sde_strength)
+        return io.NodeOutput(spec)

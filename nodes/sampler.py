@@ -1,0 +1,144 @@
+"""Dragon Sampler: dual-branch energy-guided DDIM sampling from an inversion."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+import comfy.model_management
+import comfy.samplers
+import latent_preview
+from comfy_api.latest import io
+
+from ..dragon_core.attention import BranchState, FeatureCapture
+from ..dragon_core.errors import DragonInputError
+from ..dragon_core.inversion import Inversion
+from ..dragon_core.plan import build_plan
+from ..dragon_core.sampler import SampleStats, dragon_sample
+from ..dragon_core.spec import GuidanceSpec
+from .backend import ComfyBackend, cross_branch_patches
+from .common import check_conditioning, log
+from .types import CATEGORY, DragonGuidanceType, DragonInversionType
+from .unet_layout import feature_blocks, model_key, unet_of
+
+NODE = "Dragon Sampler"
+VAE_FACTOR = 8  # pixels per latent cell for the SD families
+
+
+def _copy_weight(w):
+    """Weight wrapper: its presence makes ComfyUI copy the weight at each forward; a copy taken
+    outside inference mode can be saved for backward (loaded weights are inference tensors).
+    Detached, because only the latent needs a gradient, never the weights."""
+    return w.detach()
+
+
+def grad_ready_clone(model):
+    """A clone whose UNet weights can take part in autograd, without touching the shared model."""
+    m = model.clone()
+    for name, mod in m.model.diffusion_model.named_modules():
+        if not hasattr(mod, "comfy_cast_weights"):
+            continue
+        for p in ("weight", "bias"):
+            if getattr(mod, p, None) is not None:
+                m.add_weight_wrapper(f"diffusion_model.{name}.{p}", _copy_weight)
+    m.set_model_output_block_patch(FeatureCapture())
+    return m
+
+
+@dataclass
+class DragonJob:
+    spec: GuidanceSpec
+    inversion: Inversion
+    blocks: tuple[int, ...]
+    kv_patches: list
+    seed: int
+    state: BranchState = field(default_factory=BranchState)
+    stats: Optional[SampleStats] = None
+
+
+def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable=None, job: DragonJob = None):
+    backend = ComfyBackend(model, extra_args, job.blocks, job.kv_patches)
+    if callback is not None:
+        backend.step_done = lambda i, xi, den: callback({"i": i, "denoised": den, "x": xi, "sigma": sigmas[i],
+                                                         "sigma_hat": sigmas[i]})
+    with torch.inference_mode(False):
+        plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device)
+    out, job.stats = dragon_sample(backend, job.inversion, job.spec, plan, job.state, job.seed, x.device)
+    job.state.kv = {}
+    return out
+
+
+def validate(model, inversion, guidance, steps) -> None:
+    unet_of(model, NODE)
+    if not isinstance(inversion, Inversion):
+        raise DragonInputError(NODE, "inversion", "must come from DDIM Invert.")
+    if not isinstance(guidance, GuidanceSpec):
+        raise DragonInputError(NODE, "guidance", "must come from Dragon Guidance Setup.")
+    if inversion.model_key != model_key(model):
+        raise DragonInputError(NODE, "inversion", "was made with another model.",
+                               "Feed DDIM Invert and the Dragon Sampler the same checkpoint (LoRA/patches on top are fine).")
+    if steps != inversion.steps:
+        raise DragonInputError(NODE, "steps", f"is {steps} but the inversion has {inversion.steps} steps.",
+                               "Use the same number of steps in DDIM Invert and the Dragon Sampler.")
+    h, w = inversion.latent_shape[-2:]
+    if (guidance.width // VAE_FACTOR, guidance.height // VAE_FACTOR) != (w, h):
+        raise DragonInputError(NODE, "guidance",
+                               f"was made for a {guidance.width}x{guidance.height} image but the inverted latent is for "
+                               f"{w * VAE_FACTOR}x{h * VAE_FACTOR}.", "Build the masks/points from the image you inverted.")
+    with torch.inference_mode(False):
+        build_plan(guidance, (h, w), torch.device("cpu"))  # geometry errors now, before any model runs
+
+
+def run_dragon(model, positive, negative, inversion: Inversion, guidance: GuidanceSpec, steps: int, cfg: float,
+               seed: int) -> tuple[torch.Tensor, DragonJob]:
+    validate(model, inversion, guidance, steps)
+    check_conditioning(NODE, "positive", positive)
+    check_conditioning(NODE, "negative", negative)
+    clone = grad_ready_clone(model)
+    blocks = tuple(feature_blocks(unet_of(clone, NODE)))
+    kv = cross_branch_patches(clone)
+    if not kv:
+        log.info("Dragon Sampler: no Cross-Branch Attention Patch on the model; sampling without K/V injection.")
+    job = DragonJob(spec=guidance, inversion=inversion, blocks=blocks, kv_patches=kv, seed=seed)
+    guider = comfy.samplers.CFGGuider(clone)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    sampler = comfy.samplers.KSAMPLER(_dragon_sampler_fn, extra_options={"job": job})
+    zeros = torch.zeros(inversion.latent_shape)
+    callback = latent_preview.prepare_callback(clone, inversion.steps)
+    out = guider.sample(zeros, zeros, sampler, inversion.sigmas.clone(), callback=callback, disable_pbar=True, seed=seed)
+    return out.to(comfy.model_management.intermediate_device()), job
+
+
+class DragonSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DragonDiffusion_Sampler",
+            display_name="Dragon Sampler",
+            category=CATEGORY,
+            description=(
+                "Edits the inverted image: starts from the inverted noise (with the object's noise copied to its "
+                "destination) and denoises with CFG while the gradient of the feature-correspondence energy "
+                "steers the latent. The guidance branch is the inverted trajectory; with a Cross-Branch Attention "
+                "Patch on the model its K/V are injected too."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model used for DDIM Invert, optionally through Cross-Branch Attention Patch."),
+                io.Conditioning.Input("positive", tooltip="Prompt describing the image (the one used for inversion is a good choice)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt for CFG (an empty prompt is the official choice)."),
+                DragonInversionType.Input("inversion", tooltip="From DDIM Invert, on the same model and image."),
+                DragonGuidanceType.Input("guidance", tooltip="From Dragon Guidance Setup."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Must equal the steps of DDIM Invert (official: 50)."),
+                io.Float.Input("cfg", default=4.0, min=0.0, max=30.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (official demo: 4, 5 for appearance)."),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the regional SDE noise (DiffEditor schedule); the rest is deterministic."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The edited latent; decode it with VAE Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, inversion, guidance, steps, cfg, seed) -> io.NodeOutput:
+        out, _ = run_dragon(model, positive, negative, inversion, guidance, steps, cfg, seed)
+        return io.NodeOutput({"samples": out})

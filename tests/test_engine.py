@@ -1,0 +1,215 @@
+"""The engine inside real ComfyUI (in-process), on tiny models built under inference mode."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+W, H = 128, 96  # non-square on purpose
+
+
+@pytest.fixture(scope="module")
+def setup(comfy):
+    with torch.inference_mode():  # as in ComfyUI's executor: weights become inference tensors
+        model = comfy.tiny.tiny_sd1(0)
+        cond = comfy.tiny.random_conditioning("sd1", 1)
+        lat = comfy.tiny.scene_latent(3, W, H)
+        inv, _ = comfy.module("nodes.invert").run_inversion(model, cond, lat, 10)
+    mask = torch.zeros(1, H, W)
+    mask[:, 30:60, 20:50] = 1
+    return dict(model=model, cond=cond, lat=lat, inv=inv, mask=mask)
+
+
+def _spec(comfy, mode="move", **kw):
+    gd = comfy.module("nodes.guidance")
+    return gd.build_spec(mode, **kw)
+
+
+def _ksampler(comfy, model, cond, lat, seed=5):
+    import nodes
+
+    with torch.inference_mode():
+        return nodes.common_ksampler(model, seed, 6, 4.0, "euler", "normal", cond, cond, {"samples": lat})[0]["samples"]
+
+
+def test_energy_gradient_is_nonzero_and_lowers_the_energy_under_inference_mode(comfy, setup):
+    import comfy.model_management as mm
+    from comfy.ldm.modules.attention import attention_pytorch
+
+    smp = comfy.module("nodes.sampler")
+    att = comfy.module("dragon_core.attention")
+    plan_mod = comfy.module("dragon_core.plan")
+    sampler_core = comfy.module("dragon_core.sampler")
+    model, cond, inv = setup["model"], setup["cond"], setup["inv"]
+    spec = _spec(comfy, object_mask=setup["mask"], offset_x=24)
+    clone = smp.grad_ready_clone(model)
+    unet_layout = comfy.module("nodes.unet_layout")
+    blocks = tuple(unet_layout.feature_blocks(clone.model.diffusion_model))
+    sigma = float(inv.sigmas[2])
+    ctx = cond[0][0]
+
+    def feats(z, state, grad_model=True):
+        to = dict(clone.model_options["transformer_options"], dragon=state,
+                  optimized_attention_override=lambda f, *a, **k: attention_pytorch(*a, **k))
+        state.reset_capture(blocks, stop=True)
+        try:
+            clone.model.apply_model(z / float((1 / (1 + sigma**2)) ** 0.5), torch.tensor([sigma]), c_crossattn=ctx,
+                                    transformer_options=to)
+        except att.StopUNet:
+            pass
+        return sampler_core._working(state.features, blocks, plan.feature_hw)
+
+    with torch.inference_mode():
+        mm.load_models_gpu([clone])
+        x_ref = inv.reference(2)
+        with torch.inference_mode(False):
+            plan = plan_mod.build_plan(spec, tuple(x_ref.shape[-2:]), torch.device("cpu"))
+            st = att.BranchState()
+            c = (1 / (1 + sigma**2)) ** 0.5
+            with torch.no_grad():
+                ref = [f.clone() for f in feats(x_ref.clone() * c, st)]
+            with torch.enable_grad():
+                z = (x_ref.clone() * c).requires_grad_(True)
+                e_edit, _ = plan.energy(feats(z, st), ref)
+                (g,) = torch.autograd.grad(e_edit, z)
+            assert torch.isfinite(g).all() and g.abs().sum() > 0
+            step = 0.5 * float(e_edit) / float(g.pow(2).sum()) * g
+            with torch.no_grad():
+                e_after, _ = plan.energy(feats(z.detach() - step, st), ref)
+            assert float(e_after) < float(e_edit)
+
+
+def test_backward_needs_the_grad_ready_clone(comfy, setup):
+    """Without the weight wrappers the inference-tensor weights break backprop (the ComfyUI trap)."""
+    import comfy.model_management as mm
+
+    model, cond = setup["model"], setup["cond"]
+    with torch.inference_mode():
+        plain = model.clone()
+        mm.load_models_gpu([plain])
+        with torch.inference_mode(False), torch.enable_grad():
+            z = torch.randn(1, 4, H // 8, W // 8, requires_grad=True)
+            with pytest.raises(RuntimeError, match="[Ii]nference tensors"):
+                out = plain.model.apply_model(z, torch.tensor([1.0]), c_crossattn=cond[0][0])
+                out.sum().backward()
+
+
+def test_attention_patch_hits_exactly_the_decoder_keys_inside_its_window(comfy, setup):
+    ap = comfy.module("nodes.attention_patch")
+    smp = comfy.module("nodes.sampler")
+    layout = comfy.module("nodes.unet_layout")
+    model, cond, inv = setup["model"], setup["cond"], setup["inv"]
+    patched, keys = ap.patch_model(model, "auto", 0.2, 0.6)
+    unet = model.model.diffusion_model
+    expected = set(layout.decoder_attn1_keys(unet))
+    n_decoder_transformers = sum(len(ch.transformer_blocks) for blk in unet.output_blocks for ch in blk
+                                 if type(ch).__name__ == "SpatialTransformer")
+    assert len(expected) == n_decoder_transformers == 6
+    registered = set(patched.model_options["transformer_options"]["patches_replace"]["attn1"])
+    assert registered == expected
+    assert "patches_replace" not in model.model_options["transformer_options"]  # the input is not mutated
+    with torch.inference_mode():
+        _, job = smp.run_dragon(patched, cond, cond, inv, _spec(comfy, object_mask=setup["mask"], offset_x=24),
+                                10, 4.0, 1)
+    hit_keys = {k for k, _ in job.state.injected}
+    hit_steps = {s for _, s in job.state.injected}
+    assert hit_keys == expected
+    assert hit_steps == {i for i in range(10) if 0.2 <= i / 10 < 0.6}
+    # generation passes per step: 1 (+2 time-travel repeats); each injects once per key per pass
+    assert all(v >= 1 for v in job.state.injected.values())
+
+
+def test_patched_model_outside_a_dragon_run_equals_the_plain_model(comfy, setup):
+    ap = comfy.module("nodes.attention_patch")
+    model, cond, lat = setup["model"], setup["cond"], setup["lat"]
+    patched, _ = ap.patch_model(model, "replace", 0.0, 1.0)
+    assert torch.equal(_ksampler(comfy, model, cond, lat), _ksampler(comfy, patched, cond, lat))
+
+
+def test_stock_ksampler_is_bit_identical_before_and_after_a_dragon_run(comfy, setup):
+    ap = comfy.module("nodes.attention_patch")
+    smp = comfy.module("nodes.sampler")
+    model, cond, lat, inv = setup["model"], setup["cond"], setup["lat"], setup["inv"]
+    before = _ksampler(comfy, model, cond, lat)
+    patched, _ = ap.patch_model(model, "auto", 0.1, 1.0)
+    with torch.inference_mode():
+        out, job = smp.run_dragon(patched, cond, cond, inv, _spec(comfy, object_mask=setup["mask"], offset_x=24),
+                                  10, 4.0, 1)
+    assert out.shape == lat.shape and torch.isfinite(out).all()
+    assert job.stats.guided_steps > 0 and max(job.stats.grad_norms) > 0
+    after = _ksampler(comfy, model, cond, lat)
+    assert torch.equal(before, after)
+    assert not model.weight_wrapper_patches and "output_block_patch" not in \
+        model.model_options["transformer_options"].get("patches", {})
+    for p in model.model.parameters():
+        assert p.is_inference()  # the shared weights were never replaced
+
+
+def test_guidance_changes_the_result_and_schedules_count_passes(comfy, setup):
+    smp = comfy.module("nodes.sampler")
+    model, cond, inv = setup["model"], setup["cond"], setup["inv"]
+    with torch.inference_mode():
+        guided, job = smp.run_dragon(model, cond, cond, inv,
+                                     _spec(comfy, object_mask=setup["mask"], offset_x=24, schedule="dragondiffusion"),
+                                     10, 4.0, 1)
+        unguided, job0 = smp.run_dragon(model, cond, cond, inv,
+                                        _spec(comfy, object_mask=setup["mask"], offset_x=24, energy_scale=0.0,
+                                              schedule="dragondiffusion"), 10, 4.0, 1)
+    assert job.stats.unet_calls["grad"] == 6  # steps 0..5 of 10 (guidance_end 0.6)
+    assert job.stats.unet_calls["reinvert"] == 0
+    assert not torch.equal(guided, unguided)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("steps", "'steps': is 12 but the inversion has 10"),
+    ("size", "'guidance': was made for a 64x64 image"),
+    ("model", "'inversion': was made with another model"),
+])
+def test_sampler_bad_inputs_name_the_input(comfy, setup, case, match):
+    smp = comfy.module("nodes.sampler")
+    errors = comfy.module("dragon_core.errors")
+    model, cond, inv = setup["model"], setup["cond"], setup["inv"]
+    spec = _spec(comfy, object_mask=setup["mask"], offset_x=24)
+    steps = 10
+    if case == "steps":
+        steps = 12
+    elif case == "size":
+        m = torch.zeros(1, 64, 64)
+        m[:, 10:20, 10:20] = 1
+        spec = _spec(comfy, object_mask=m)
+    elif case == "model":
+        with torch.inference_mode():
+            model = comfy.tiny.tiny_sd1(1)
+    with pytest.raises(errors.DragonInputError) as e:
+        with torch.inference_mode():
+            smp.run_dragon(model, cond, cond, inv, spec, steps, 4.0, 1)
+    assert "Dragon Sampler" in str(e.value) and match in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mode="drag"), "'points'"),
+    (dict(mode="move", object_mask=torch.zeros(1, H, W)), "'object_mask': is empty"),
+    (dict(mode="move", object_mask=torch.ones(1, H, W)), "'object_mask': covers the whole image"),
+    (dict(mode="move", guidance_start=0.7, guidance_end=0.6, object_mask="m"), "guidance_start/guidance_end"),
+    (dict(mode="move", energy_scale=-3.0, object_mask="m"), "'energy_scale'"),
+])
+def test_guidance_setup_bad_inputs_name_the_input(comfy, setup, kwargs, match):
+    errors = comfy.module("dragon_core.errors")
+    if isinstance(kwargs.get("object_mask"), str):
+        kwargs["object_mask"] = setup["mask"]
+    with pytest.raises(errors.DragonInputError) as e:
+        _spec(comfy, **kwargs)
+    assert "Dragon Guidance Setup" in str(e.value) and match in str(e.value)
+
+
+def test_editor_rejects_a_mask_of_another_size_and_draws_a_preview(comfy):
+    ed = comfy.module("nodes.editor")
+    errors = comfy.module("dragon_core.errors")
+    img = torch.rand(1, 32, 48, 3)
+    with pytest.raises(errors.DragonInputError, match="'mask': is 16x16 but the image is 48x32"):
+        ed.MaskPointEditor.execute(img, "[]", torch.zeros(1, 16, 16))
+    with pytest.raises(errors.DragonInputError, match="'points'.*outside"):
+        ed.MaskPointEditor.execute(img, '[{"x": 1, "y": 1}, {"x": 48, "y": 1}]')
+    pts = comfy.module("dragon_core.spec").DragPoints
+    prev = ed.render_preview(img, None, pts(pairs=(comfy.module("dragon_core.spec").PointPair((5.0, 5.0), (40.0, 20.0)),),
+                                           width=48, height=32))
+    assert prev.shape == img.shape and prev[0, 5, 5, 0] > 0.9 and prev[0, 20, 40, 2] > 0.9

@@ -1,0 +1,127 @@
+"""Masks, correspondences and energies on small hand-made tensors (no ComfyUI)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from dragon_core.energy import drag_energy, move_energy  # noqa: E402
+from dragon_core.errors import DragonInputError  # noqa: E402
+from dragon_core.geometry import cell_of, object_warp, pair_patches  # noqa: E402
+from dragon_core.plan import build_plan  # noqa: E402
+from dragon_core.points import parse_points  # noqa: E402
+from dragon_core.spec import GuidanceSpec, PointPair  # noqa: E402
+
+
+def _spec(mode="move", w=128, h=64, box=(8, 8, 24, 24), **kw) -> GuidanceSpec:
+    mask = torch.zeros(h, w)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 1
+    return GuidanceSpec(mode=mode, width=w, height=h, object_mask=mask, **kw)
+
+
+def test_cell_of_clamps_columns_by_width_on_non_square_grids():
+    # 128x64 image, feature grid 32 wide x 16 high: a point at x=120 is column 30, not clamped to 16-2
+    assert cell_of(120, 10, 4, 4, 16, 32, margin=1) == (2, 30)
+    assert cell_of(127.9, 63.9, 4, 4, 16, 32, margin=1) == (14, 30)  # border: kept one cell inside
+    assert cell_of(0, 0, 4, 4, 16, 32, margin=1) == (1, 1)
+
+
+def test_drag_patches_on_a_wide_image_sit_at_the_points():
+    (handle, target), = pair_patches((PointPair((100.0, 10.0), (120.0, 50.0)),), 4.0, 4.0, 16, 32)
+    rows, cols = handle // 32, handle % 32
+    assert set(cols.tolist()) == {24, 25, 26} and set(rows.tolist()) == {1, 2, 3}
+    rows, cols = target // 32, target % 32
+    assert set(cols.tolist()) == {29, 30, 31} and set(rows.tolist()) == {11, 12, 13}
+
+
+def test_move_warp_shifts_the_footprint_by_the_offset_in_grid_units():
+    spec = _spec(offset=(40.0, 8.0))
+    warp = object_warp(spec, 16, 32)  # 4 px per cell
+    ys, xs = torch.nonzero(warp.target, as_tuple=True)
+    assert (int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())) == (12, 15, 4, 7)
+    src = warp.source_index
+    assert torch.equal(src % 32, xs - 10) and torch.equal(src // 32, ys - 2)
+
+
+def test_start_latent_copy_lands_exactly_where_the_guidance_targets():
+    """The official code shifted the noise by unscaled offsets; here both come from one mapping."""
+    spec = _spec(offset=(40.0, 8.0))
+    plan = build_plan(spec, (8, 16), torch.device("cpu"))
+    x_t = torch.arange(4 * 8 * 16, dtype=torch.float32).view(1, 4, 8, 16)
+    x = plan.initial(x_t)
+    changed = (x != x_t).any(dim=1)[0]
+    assert torch.equal(changed, plan.grad_mask[0, 0] > 0)
+    assert torch.equal(x[..., 2:4, 6:8], x_t[..., 1:3, 1:3])  # object noise at its new place
+
+
+def test_resize_past_the_border_is_clipped_not_an_error():
+    spec = _spec(box=(96, 16, 124, 48), scale=1.8)
+    plan = build_plan(spec, (8, 16), torch.device("cpu"))
+    t = plan.target_cells
+    assert t[:, -1].any() and t.sum() > object_warp(_spec(box=(96, 16, 124, 48)), 16, 32).target.sum()
+    with pytest.raises(DragonInputError, match="out of the image"):
+        build_plan(_spec(offset=(500.0, 0.0)), (8, 16), torch.device("cpu"))
+
+
+def test_drag_without_a_mask_builds_a_region_around_the_drag():
+    spec = GuidanceSpec(mode="drag", width=128, height=64, pairs=(PointPair((20.0, 20.0), (60.0, 20.0)),))
+    plan = build_plan(spec, (8, 16), torch.device("cpu"))
+    m = plan.grad_mask[0, 0] > 0
+    assert m[2, 2] and m[2, 7] and not m[7, 15]  # handle, target in; far corner out
+
+
+def test_drag_without_points_is_an_error_naming_points():
+    with pytest.raises(DragonInputError, match="'points'"):
+        build_plan(GuidanceSpec(mode="drag", width=64, height=64), (8, 8), torch.device("cpu"))
+
+
+def test_move_energy_is_lowest_when_the_target_shows_the_source():
+    torch.manual_seed(0)
+    gh, gw = 8, 8
+    ref = [torch.randn(16, gh * gw)]
+    target = torch.tensor([10, 11]); source = torch.tensor([1, 2])
+    other = torch.tensor([40, 41, 42]); vac = torch.tensor([1, 2]); iref = other
+    kw = dict(target=target, source=source, other=other, vacated=vac, inpaint_ref=iref,
+              w_edit=4, w_content=6, w_contrast=0.2, w_inpaint=0.8)
+    good = ref[0].clone(); good[:, target] = ref[0][:, source]
+    bad = ref[0].clone(); bad[:, target] = -ref[0][:, source]
+    e_good, c_good = move_energy([good], ref, **kw)
+    e_bad, c_bad = move_energy([bad], ref, **kw)
+    assert e_good < e_bad
+    assert abs(float(e_good) - 4 / 5) < 1e-5  # w/(1+4*1) at perfect correspondence
+    changed = ref[0].clone(); changed[:, other] = -ref[0][:, other]
+    assert move_energy([changed], ref, **kw)[1] > move_energy([ref[0]], ref, **kw)[1]
+
+
+def test_drag_energy_pulls_target_toward_handle_content():
+    torch.manual_seed(1)
+    ref = [torch.randn(8, 64)]
+    patches = [(torch.tensor([9, 10, 11]), torch.tensor([33, 34, 35]))]
+    good = ref[0].clone(); good[:, patches[0][1]] = ref[0][:, patches[0][0]]
+    kw = dict(patches=patches, outside=torch.tensor([60, 61]), w_edit=4, w_content=6, w_inpaint=0.2)
+    assert drag_energy([good], ref, **kw)[0] < drag_energy([ref[0]], ref, **kw)[0]
+
+
+@pytest.mark.parametrize("text,match", [
+    ('[{"x": 1, "y": 2}]', "count must be even"),
+    ("[1, 2", "not valid JSON"),
+    ('{"x": 1}', "must be a JSON list"),
+    ('[{"x": 1, "y": 2}, {"x": 999, "y": 2}]', "outside the 64x32 image"),
+    ('[{"x": 1, "y": "a"}, {"x": 2, "y": 2}]', "non-numeric"),
+    ('[{"handle": [1, 2]}]', "needs both"),
+    ('[[1, 2, 3], [1, 2]]', "must be"),
+])
+def test_points_json_errors_name_the_input(text, match):
+    with pytest.raises(DragonInputError) as e:
+        parse_points("Mask/Point Editor", "points", text, 64, 32)
+    assert "'points'" in str(e.value) and match in str(e.value)
+
+
+def test_points_both_formats_parse_to_the_same_pairs():
+    a = parse_points("n", "points", '[{"x": 1, "y": 2}, {"x": 3, "y": 4}]', 64, 32)
+    b = parse_points("n", "points", '[{"handle": [1, 2], "target": [3, 4]}]', 64, 32)
+    assert a == b == (PointPair((1.0, 2.0), (3.0, 4.0)),)
