@@ -72,7 +72,7 @@ def test_energy_gradient_is_nonzero_and_lowers_the_energy_under_inference_mode(c
                 e_edit, _ = plan.energy(feats(z, st), ref)
                 (g,) = torch.autograd.grad(e_edit, z)
             assert torch.isfinite(g).all() and g.abs().sum() > 0
-            step = 0.5 * float(e_edit) / float(g.pow(2).sum()) * g
+            step = 0.5 * float(e_edit.detach()) / float(g.pow(2).sum()) * g
             with torch.no_grad():
                 e_after, _ = plan.energy(feats(z.detach() - step, st), ref)
             assert float(e_after) < float(e_edit)

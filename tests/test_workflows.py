@@ -1,0 +1,49 @@
+"""The example workflows are current and valid against the real server's node definitions."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("make_workflows", REPO / "scripts" / "make_workflows.py")
+make_workflows = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_workflows)
+FILES = make_workflows.render()
+
+
+@pytest.mark.parametrize("fname", sorted(FILES))
+def test_workflow_files_are_current(fname):
+    assert (REPO / "workflows" / fname).read_text() == FILES[fname], "run scripts/make_workflows.py"
+
+
+@pytest.mark.parametrize("fname", sorted(f for f in FILES if f.endswith(".api.json")))
+def test_api_workflow_matches_the_node_definitions(server, fname):
+    info = server.get("/object_info")
+    prompt = json.loads(FILES[fname])
+    for nid, node in prompt.items():
+        assert node["class_type"] in info, node["class_type"]
+        spec = info[node["class_type"]]["input"]
+        for name, (typ, *_rest) in spec.get("required", {}).items():
+            assert name in node["inputs"], f"{fname} node {nid} misses {name}"
+        declared = {**spec.get("required", {}), **spec.get("optional", {})}
+        for name, value in node["inputs"].items():
+            assert name in declared, f"{fname} node {nid} has unknown input {name}"
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                src = prompt[value[0]]
+                out_types = info[src["class_type"]]["output"]
+                want = declared[name][0]
+                assert out_types[value[1]] == want, f"{fname}: {name} gets {out_types[value[1]]}, wants {want}"
+            elif isinstance(declared[name][0], list) and name not in ("ckpt_name", "image"):
+                assert value in declared[name][0], f"{fname}: {name}={value!r} not an option"
+
+
+@pytest.mark.parametrize("fname", sorted(f for f in FILES if not f.endswith(".api.json")))
+def test_ui_workflow_links_are_consistent(fname):
+    wf = json.loads(FILES[fname])
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    for lid, src, sslot, dst, dslot, typ in wf["links"]:
+        assert lid in nodes[src]["outputs"][sslot]["links"]
+        assert nodes[dst]["inputs"][dslot]["link"] == lid and nodes[dst]["inputs"][dslot]["type"] == typ
