@@ -75,7 +75,7 @@ def test_energy_gradient_is_nonzero_and_lowers_the_energy_under_inference_mode(c
             step = 0.5 * float(e_edit.detach()) / float(g.pow(2).sum()) * g
             with torch.no_grad():
                 e_after, _ = plan.energy(feats(z.detach() - step, st), ref)
-            assert float(e_after) < float(e_edit)
+            assert float(e_after) < float(e_edit.detach())
 
 
 def test_backward_needs_the_grad_ready_clone(comfy, setup):
