@@ -48,6 +48,21 @@ def check_conditioning(node: str, input_name: str, cond) -> None:
             raise DragonInputError(node, input_name, "contains NaN or infinite values.", "")
 
 
+def single_mask(node: str, input_name: str, mask) -> torch.Tensor | None:
+    """One MASK as a [H, W] float tensor in [0, 1] on the CPU (None passes through), or a clear error."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        raise DragonInputError(node, input_name, "must be a MASK.")
+    if mask.ndim == 3:
+        if mask.shape[0] != 1:
+            raise DragonInputError(node, input_name, f"has a batch of {mask.shape[0]} masks; give one.")
+        mask = mask[0]
+    if not torch.isfinite(mask).all():
+        raise DragonInputError(node, input_name, "contains NaN or infinite values.")
+    return mask.detach().float().clamp(0, 1).cpu()
+
+
 def ddim_sigmas(model_patcher, steps: int) -> torch.Tensor:
     """ComfyUI's ddim_uniform schedule (diffusers' DDIM timesteps 981, 961, ..., 1 for 50 steps)."""
     ms = model_patcher.get_model_object("model_sampling")

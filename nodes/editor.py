@@ -8,6 +8,7 @@ from comfy_api.latest import io, ui
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.points import parse_points
 from ..dragon_core.spec import DragPoints
+from .common import single_mask
 from .types import CATEGORY, DragonPointsType
 
 NODE = "Mask/Point Editor"
@@ -73,19 +74,11 @@ class MaskPointEditor(io.ComfyNode):
             raise DragonInputError(NODE, "image", f"has a batch of {image.shape[0]}; give one image.")
         _, h, w, _ = image.shape
         pairs = parse_points(NODE, "points", points, w, h)
-        if mask is not None:
-            if mask.ndim == 2:
-                mask = mask[None]
-            if mask.shape[0] != 1:
-                raise DragonInputError(NODE, "mask", f"has a batch of {mask.shape[0]} masks; give one.")
-            if tuple(mask.shape[-2:]) != (h, w):
-                raise DragonInputError(NODE, "mask", f"is {mask.shape[-1]}x{mask.shape[-2]} but the image is {w}x{h}.",
-                                       "Paint the mask on this image or resize it to match.")
-            if not torch.isfinite(mask).all():
-                raise DragonInputError(NODE, "mask", "contains NaN or infinite values.")
-            out_mask = mask.float().clamp(0, 1)
-        else:
-            out_mask = torch.zeros(1, h, w)
+        m = single_mask(NODE, "mask", mask)
+        if m is not None and tuple(m.shape) != (h, w):
+            raise DragonInputError(NODE, "mask", f"is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}.",
+                                   "Paint the mask on this image or resize it to match.")
+        out_mask = m[None] if m is not None else torch.zeros(1, h, w)
         dp = DragPoints(pairs=pairs, width=w, height=h)
         preview = render_preview(image, out_mask if mask is not None else None, dp)
         return io.NodeOutput(out_mask, dp, preview, ui=ui.PreviewImage(preview, cls=cls))

@@ -1,32 +1,16 @@
 """Dragon Guidance Setup: mode, masks, points and energy settings -> a guidance spec."""
 from __future__ import annotations
 
-import torch
-
 from comfy_api.latest import io
 
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.schedule import SCHEDULES
 from ..dragon_core.spec import MODE_DEFAULTS, MODES, DragPoints, GuidanceSpec
-from .common import log
+from .common import log, single_mask
 from .types import CATEGORY, DragonGuidanceType, DragonPointsType
 
 NODE = "Dragon Guidance Setup"
 AUTO = -1.0
-
-
-def _mask2d(name: str, mask) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
-        raise DragonInputError(NODE, name, "must be a MASK.")
-    if mask.ndim == 3:
-        if mask.shape[0] != 1:
-            raise DragonInputError(NODE, name, f"has a batch of {mask.shape[0]} masks; give one.")
-        mask = mask[0]
-    if not torch.isfinite(mask).all():
-        raise DragonInputError(NODE, name, "contains NaN or infinite values.")
-    return mask.detach().float().clamp(0, 1).cpu()
 
 
 def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> float:
@@ -45,8 +29,8 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     if schedule not in SCHEDULES:
         raise DragonInputError(NODE, "schedule", f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
     d = MODE_DEFAULTS[mode]
-    mask = _mask2d("object_mask", object_mask)
-    ref = _mask2d("reference_region", reference_region)
+    mask = single_mask(NODE, "object_mask", object_mask)
+    ref = single_mask(NODE, "reference_region", reference_region)
     sizes = {}
     if mask is not None:
         sizes["object_mask"] = (mask.shape[1], mask.shape[0])
