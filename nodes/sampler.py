@@ -20,10 +20,9 @@ from ..dragon_core.spec import GuidanceSpec
 from .backend import ComfyBackend, cross_branch_patches
 from .common import check_conditioning, log
 from .types import CATEGORY, DragonGuidanceType, DragonInversionType
-from .unet_layout import feature_blocks, model_key, unet_of
+from .unet_layout import feature_blocks, model_key, pixels_per_latent, unet_of
 
 NODE = "Dragon Sampler"
-VAE_FACTOR = 8  # pixels per latent cell for the SD families
 
 
 def _copy_weight(w):
@@ -82,10 +81,11 @@ def validate(model, inversion, guidance, steps) -> None:
         raise DragonInputError(NODE, "steps", f"is {steps} but the inversion has {inversion.steps} steps.",
                                "Use the same number of steps in DDIM Invert and the Dragon Sampler.")
     h, w = inversion.latent_shape[-2:]
-    if (guidance.width // VAE_FACTOR, guidance.height // VAE_FACTOR) != (w, h):
+    f = pixels_per_latent(model)
+    if (guidance.width // f, guidance.height // f) != (w, h):
         raise DragonInputError(NODE, "guidance",
                                f"was made for a {guidance.width}x{guidance.height} image but the inverted latent is for "
-                               f"{w * VAE_FACTOR}x{h * VAE_FACTOR}.", "Build the masks/points from the image you inverted.")
+                               f"{w * f}x{h * f}.", "Build the masks/points from the image you inverted.")
     with torch.inference_mode(False):
         build_plan(guidance, (h, w), torch.device("cpu"))  # geometry errors now, before any model runs
 

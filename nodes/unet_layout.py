@@ -76,3 +76,10 @@ def latent_channels(unet: UNetModel) -> int:
 def downscale_levels(unet: UNetModel) -> int:
     """Number of downsampling steps: latent sides below 2**levels break the skip connections."""
     return len(unet.channel_mult) - 1
+
+
+def pixels_per_latent(model_patcher) -> int:
+    """Image pixels per latent cell: 1 for a pixel-space model (3-channel identity latent format,
+    e.g. the project's toy model or Chroma Radiance), 8 for the SD families' VAEs."""
+    fmt = getattr(getattr(model_patcher, "model", None), "latent_format", None)
+    return 1 if fmt is not None and type(fmt).__name__ == "ChromaRadiance" else 8
