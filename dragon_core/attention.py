@@ -34,6 +34,8 @@ class BranchState:
     stop_after: int | None = None  # raise StopUNet after capturing this block
     features: dict = field(default_factory=dict)
     injected: Counter = field(default_factory=Counter)  # (key, step) -> injections (for tests, stats)
+    # masked K/V (remove/paste/appearance): (k, v, extra_options) of the reference pass -> tokens to inject
+    kv_select: Callable | None = None
 
     def __deepcopy__(self, memo):  # ComfyUI deep-copies model_options: share, don't copy
         return self
@@ -73,6 +75,8 @@ class CrossBranchAttention:
                 st.kv[key] = (k.detach(), v.detach())
             elif key in st.kv and self.active(st.step, st.steps):
                 kr, vr = st.kv[key]
+                if st.kv_select is not None:
+                    kr, vr = st.kv_select(kr, vr, extra_options)
                 b = q.shape[0]
                 kr = kr.to(q.dtype).expand(b, -1, -1)
                 vr = vr.to(q.dtype).expand(b, -1, -1)

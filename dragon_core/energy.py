@@ -76,3 +76,75 @@ def drag_energy(gen: Feats, ref: Feats, *, patches: list[tuple[torch.Tensor, tor
         if outside.numel():
             e_cons = e_cons + attract(w_content, s_hat(fr[:, outside], fg[:, outside]).mean()) / n
     return e_edit, e_cons
+
+
+def remove_energy(gen: Feats, ref: Feats, *, region: torch.Tensor, other: torch.Tensor, inpaint_ref: torch.Tensor,
+                  w_content: float, w_contrast: float, w_inpaint: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object removal: (E_edit, E_cons). The move energy's vacated-area terms without a destination.
+
+    E_edit (applied inside the object) = contrast (the area stops looking like the object, repel)
+    + inpaint (its mean feature looks like the mean of `inpaint_ref`, the surroundings or a chosen
+    reference region); E_cons holds the cells outside. Stages are averaged.
+    """
+    n = len(gen)
+    e_edit = gen[0].new_zeros(())
+    e_cons = gen[0].new_zeros(())
+    for fg, fr in zip(gen, ref):
+        if w_contrast:
+            e_edit = e_edit + w_contrast * s_hat(fg[:, region], fr[:, region]).mean() / n
+        if w_inpaint:
+            g_mean = fg[:, region].mean(dim=1, keepdim=True)
+            r_mean = fr[:, inpaint_ref].mean(dim=1, keepdim=True)
+            e_edit = e_edit + attract(w_inpaint, s_hat(g_mean, r_mean).mean()) / n
+        if other.numel():
+            e_cons = e_cons + attract(w_content, s_hat(fr[:, other], fg[:, other]).mean()) / n
+    return e_edit, e_cons
+
+
+def appearance_energy(gen: Feats, ref: Feats, ref2: Feats, *, obj: torch.Tensor, ref_obj: torch.Tensor,
+                      other: torch.Tensor, w_edit: float, w_content: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Appearance replacement: (E_edit, E_cons), summed over stages (as the official code).
+
+    E_edit matches only the mean feature of the base object to the mean feature of the reference
+    object (a global term), so the base object keeps its shape and takes the reference's look;
+    E_cons holds the base image outside the object pixel by pixel. ref: base image's guidance
+    branch, ref2: the reference image's.
+    """
+    e_edit = gen[0].new_zeros(())
+    e_cons = gen[0].new_zeros(())
+    for fg, fr, fr2 in zip(gen, ref, ref2):
+        g_mean = fg[:, obj].mean(dim=1, keepdim=True)
+        r_mean = fr2[:, ref_obj].mean(dim=1, keepdim=True)
+        e_edit = e_edit + attract(w_edit, s_hat(g_mean, r_mean).mean())
+        if other.numel():
+            e_cons = e_cons + attract(w_content, s_hat(fr[:, other], fg[:, other]).mean())
+    return e_edit, e_cons
+
+
+def paste_energy(gen: Feats, ref: Feats, ref2: Feats, *, target: torch.Tensor, source: torch.Tensor,
+                 other: torch.Tensor, w_edit: float, w_content: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object pasting: (E_edit, E_cons), summed over stages. Like appearance, but the edit term is
+    pixel-wise: each target cell of the base image looks like its source cell of the reference."""
+    e_edit = gen[0].new_zeros(())
+    e_cons = gen[0].new_zeros(())
+    for fg, fr, fr2 in zip(gen, ref, ref2):
+        e_edit = e_edit + attract(w_edit, s_hat(fg[:, target], fr2[:, source]).mean())
+        if other.numel():
+            e_cons = e_cons + attract(w_content, s_hat(fr[:, other], fg[:, other]).mean())
+    return e_edit, e_cons
+
+
+def landmark_energy(gen: Feats, ref: Feats, *, patches: list[tuple[torch.Tensor, torch.Tensor]],
+                    outside: torch.Tensor, w_edit: float, w_content: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Landmark drag (the official face mode, any points): (E_edit, E_cons), averaged over stages and
+    pairs. Each target patch should look like its source patch of the original. E_cons (off by
+    default, as in the official code) holds the cells far from every point."""
+    n = len(gen)
+    e_edit = gen[0].new_zeros(())
+    e_cons = gen[0].new_zeros(())
+    for fg, fr in zip(gen, ref):
+        for handle, target in patches:
+            e_edit = e_edit + attract(w_edit, s_hat(fg[:, target], fr[:, handle]).mean()) / (n * len(patches))
+        if w_content and outside.numel():
+            e_cons = e_cons + attract(w_content, s_hat(fr[:, outside], fg[:, outside]).mean()) / n
+    return e_edit, e_cons

@@ -49,14 +49,17 @@ class Warp:
     source_index: torch.Tensor  # long [n_target]: flat source cell for each target cell (raster order)
 
 
-def object_warp(spec: GuidanceSpec, gh: int, gw: int) -> Warp:
+def object_warp(spec: GuidanceSpec, gh: int, gw: int, mask: torch.Tensor | None = None) -> Warp:
     """Scale the object about its bounding-box centre by spec.scale, then shift by spec.offset.
 
     Target cells whose source falls outside the image or outside the object are dropped, so an
     object scaled past the border is clipped instead of failing (the official 'Resize out of
     bounds' error); an edit that leaves nothing of the object in the image is an error.
+    `mask` (default: spec.object_mask) is the object; paste passes the reference image's mask, so
+    the pasted object and its source cells live in one pixel coordinate system (the official paste
+    scaled the image about its centre but offset the mask in unscaled units, issue #18).
     """
-    mask = spec.object_mask
+    mask = spec.object_mask if mask is None else mask
     cell = spec.width / gw
     ys, xs = torch.nonzero(mask > 0.5, as_tuple=True)
     cx = (float(xs.min()) + float(xs.max()) + 1) / 2
@@ -118,3 +121,22 @@ def pair_patches(pairs: tuple[PointPair, ...], cell_w: float, cell_h: float, gh:
 def downsample_any(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Bool mask on a coarser grid: a coarse cell is in when any fine cell in it is."""
     return F.adaptive_max_pool2d(mask.float()[None, None], (h, w))[0, 0] > 0
+
+
+def token_mask(latent_mask: torch.Tensor, h: int, w: int, strict: bool) -> torch.Tensor:
+    """A latent-grid region on an attention layer's (h, w) token grid, flattened (raster order).
+
+    strict=True keeps only tokens wholly inside the region (used to leave an object out: no token
+    that touches it survives); strict=False keeps tokens more than half inside, or, if that leaves
+    none, any token touching it (a small object still has tokens on the coarse layers).
+    """
+    m = latent_mask.float()[None, None]
+    if strict:
+        out = -F.adaptive_max_pool2d(-m, (h, w))[0, 0] > 0.5
+        if not bool(out.any()):
+            out = F.interpolate(m, size=(h, w), mode="area")[0, 0] > 0.5
+    else:
+        out = F.interpolate(m, size=(h, w), mode="area")[0, 0] > 0.5
+        if not bool(out.any()):
+            out = F.adaptive_max_pool2d(m, (h, w))[0, 0] > 0
+    return out.flatten()

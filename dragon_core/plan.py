@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
-from .energy import Feats, drag_energy, move_energy
+from .energy import (Feats, appearance_energy, drag_energy, landmark_energy, move_energy, paste_energy,
+                     remove_energy)
 from .errors import DragonInputError
-from .geometry import cell_of, downsample_any, drag_region, object_warp, pair_patches, resize_mask, patch
+from .geometry import (cell_of, downsample_any, drag_region, object_warp, pair_patches, patch, resize_mask,
+                       token_mask)
+from .inversion import Inversion
 from .spec import GuidanceSpec
+
+SETUP = "Dragon Guidance Setup"
+# (batch item of the reference pass, latent-grid region, strict) -> which K/V tokens a masked injection reads
+KVSource = tuple[int, torch.Tensor, bool]
 
 EnergyFn = Callable[[Feats, Feats], tuple[torch.Tensor, torch.Tensor]]
 
@@ -23,6 +30,11 @@ class EditPlan:
     initial: Callable[[torch.Tensor], torch.Tensor]  # x_T -> start latent
     # for tests and previews
     target_cells: torch.Tensor  # bool [gh, gw]
+    # cross-image modes: the reference image's inversion; its latent runs as batch item 1 of the
+    # reference pass and its features reach `energy` appended to the base image's (ref[n:])
+    second: Optional[Inversion] = None
+    # masked two-source K/V: (k, v, extra_options) of the reference pass -> the [1, n', C] tokens to inject
+    kv_select: Optional[Callable] = None
 
 
 def _flat(mask: torch.Tensor) -> torch.Tensor:
@@ -37,6 +49,14 @@ def build_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.dev
         return _move_plan(spec, h, w, gh, gw, device)
     if spec.mode == "drag":
         return _drag_plan(spec, h, w, gh, gw, device)
+    if spec.mode == "remove":
+        return _remove_plan(spec, h, w, gh, gw, device)
+    if spec.mode == "paste":
+        return _paste_plan(spec, h, w, gh, gw, device)
+    if spec.mode == "appearance":
+        return _appearance_plan(spec, h, w, gh, gw, device)
+    if spec.mode == "landmark":
+        return _landmark_plan(spec, h, w, gh, gw, device)
     raise DragonInputError("Dragon Sampler", "guidance", f"unknown mode {spec.mode!r}.")
 
 
@@ -113,3 +133,173 @@ def _drag_plan(spec, h, w, gh, gw, device) -> EditPlan:
         target_cells[t.cpu()] = True
     return EditPlan(energy=energy, grad_mask=lat_region, sde_mask=lat_region, feature_hw=(gh, gw),
                     initial=initial, target_cells=target_cells.view(gh, gw))
+
+
+def kv_selector(sources: list[KVSource], latent_hw: tuple[int, int]) -> Callable:
+    """Masked two-source K/V: the tokens of each source region, taken from its batch item of the
+    reference pass and concatenated (official appearance/paste: base background + reference object).
+
+    The layer's token grid comes from ComfyUI's activations_shape, or else from halving the latent
+    grid (ceil, as the UNet's stride-2 convolutions do) until it holds the layer's token count.
+    """
+    cache: dict = {}
+
+    def grid_of(n_tokens: int, extra_options: dict) -> Optional[tuple[int, int]]:
+        shape = extra_options.get("activations_shape") if isinstance(extra_options, dict) else None
+        if shape is not None and len(shape) == 4 and shape[-2] * shape[-1] == n_tokens:
+            return int(shape[-2]), int(shape[-1])
+        hh, ww = latent_hw
+        while hh * ww > n_tokens and (hh > 1 or ww > 1):
+            hh, ww = (hh + 1) // 2, (ww + 1) // 2
+        return (hh, ww) if hh * ww == n_tokens else None
+
+    def select(k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        hw = grid_of(k.shape[1], extra_options)
+        if hw is None:
+            return k[:1], v[:1]
+        key = (hw, k.device)
+        if key not in cache:
+            cache[key] = [(item, torch.nonzero(token_mask(m, *hw, strict), as_tuple=True)[0].to(k.device))
+                          for item, m, strict in sources]
+        parts = [(item, idx) for item, idx in cache[key] if idx.numel() and item < k.shape[0]]
+        if not parts:
+            return k[:1], v[:1]
+        ks = torch.cat([k[item:item + 1, idx] for item, idx in parts], dim=1)
+        vs = torch.cat([v[item:item + 1, idx] for item, idx in parts], dim=1)
+        return ks, vs
+
+    return select
+
+
+def _nonempty(mask: torch.Tensor, input_name: str, what: str) -> torch.Tensor:
+    if not bool(mask.any()):
+        raise DragonInputError(SETUP, input_name, f"{what} is too small: it covers no cell of the feature grid "
+                               "(4 image pixels per cell for SD models).", "Paint a larger area.")
+    return mask
+
+
+def _remove_plan(spec, h, w, gh, gw, device) -> EditPlan:
+    obj = _nonempty(resize_mask(spec.object_mask, gh, gw), "object_mask", "the object to remove")
+    other = ~obj
+    if not bool(other.any()):
+        raise DragonInputError(SETUP, "object_mask", "covers the whole image; removal fills the object from its "
+                               "surroundings, so some of the image must stay unmasked.", "Paint only the object.")
+    if spec.reference_region is not None:
+        ref_region = resize_mask(spec.reference_region, gh, gw) & other
+        if not bool(ref_region.any()):
+            raise DragonInputError(SETUP, "reference_region", "covers no pixels outside the object.",
+                                   "Paint an area beside the object whose look should fill it.")
+    else:
+        ref_region = other
+    idx = {k: _flat(v).to(device) for k, v in dict(region=obj, other=other, ref=ref_region).items()}
+    weights = dict(w_content=spec.w_content, w_contrast=spec.w_contrast, w_inpaint=spec.w_inpaint)
+
+    def energy(gen: Feats, ref: Feats):
+        return remove_energy(gen, ref, region=idx["region"], other=idx["other"], inpaint_ref=idx["ref"], **weights)
+
+    lat_obj = downsample_any(obj, h, w)
+    grad_mask = lat_obj.float()[None, None].to(device)
+
+    def initial(x_t: torch.Tensor) -> torch.Tensor:
+        # the inverted noise under the object encodes the object; start the area from fresh noise of the
+        # same spread (deterministic: the edit is reproducible without a seed here)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        fresh = torch.randn(x_t.shape, generator=g).to(x_t) * x_t.float().std().to(x_t.dtype)
+        return torch.where(grad_mask.bool(), fresh, x_t)
+
+    return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw), initial=initial,
+                    target_cells=obj, kv_select=kv_selector([(0, ~lat_obj, True)], (h, w)))
+
+
+def _reference_of(spec: GuidanceSpec, h: int, w: int) -> Inversion:
+    inv2 = spec.reference_inversion
+    if not isinstance(inv2, Inversion):
+        raise DragonInputError(SETUP, "reference_inversion", f"{spec.mode} needs the reference image's inversion.",
+                               "Encode the reference image, run DDIM Invert on it and connect its inversion.")
+    rh, rw = inv2.latent_shape[-2:]
+    if (rh, rw) != (h, w):
+        raise DragonInputError(SETUP, "reference_inversion",
+                               f"the reference image's latent is {rw}x{rh} but the base image's is {w}x{h}.",
+                               "Resize the reference image to the base image's size (e.g. Upscale Image) before "
+                               "VAE Encode, and build reference_mask on the resized image.")
+    return inv2
+
+
+def _paste_plan(spec, h, w, gh, gw, device) -> EditPlan:
+    inv2 = _reference_of(spec, h, w)
+    src_region = _nonempty(resize_mask(spec.reference_mask, gh, gw), "reference_mask", "the object to paste")
+    warp = object_warp(spec, gh, gw, mask=spec.reference_mask)
+    cur = warp.target
+    other = ~cur
+    idx = dict(target=_flat(cur).to(device), other=_flat(other).to(device), source=warp.source_index.to(device))
+    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content)
+
+    def energy(gen: Feats, ref: Feats):
+        n = len(gen)
+        return paste_energy(gen, ref[:n], ref[n:], target=idx["target"], source=idx["source"], other=idx["other"],
+                            **weights)
+
+    lat_cur = downsample_any(cur, h, w)
+    grad_mask = lat_cur.float()[None, None].to(device)
+    # start latent: the reference's inverted noise under the object, warped by the same mapping
+    lat_warp = object_warp(spec, h, w, mask=spec.reference_mask)
+    lat_target, lat_source = _flat(lat_warp.target).to(device), lat_warp.source_index.to(device)
+    ref_noise = inv2.noise
+
+    def initial(x_t: torch.Tensor) -> torch.Tensor:
+        x = x_t.clone()
+        x.flatten(2)[:, :, lat_target] = ref_noise.to(x_t).flatten(2)[:, :, lat_source]
+        return x
+
+    sources = [(0, ~lat_cur, True), (1, downsample_any(src_region, h, w), False)]
+    return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw), initial=initial,
+                    target_cells=cur, second=inv2, kv_select=kv_selector(sources, (h, w)))
+
+
+def _appearance_plan(spec, h, w, gh, gw, device) -> EditPlan:
+    inv2 = _reference_of(spec, h, w)
+    obj = _nonempty(resize_mask(spec.object_mask, gh, gw), "object_mask", "the base object")
+    ref_obj = _nonempty(resize_mask(spec.reference_mask, gh, gw), "reference_mask", "the reference object")
+    other = ~obj
+    if not bool(other.any()):
+        raise DragonInputError(SETUP, "object_mask", "covers the whole image.", "Paint only the object.")
+    idx = dict(obj=_flat(obj).to(device), ref_obj=_flat(ref_obj).to(device), other=_flat(other).to(device))
+    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content)
+
+    def energy(gen: Feats, ref: Feats):
+        n = len(gen)
+        return appearance_energy(gen, ref[:n], ref[n:], obj=idx["obj"], ref_obj=idx["ref_obj"], other=idx["other"],
+                                 **weights)
+
+    lat_obj = downsample_any(obj, h, w)
+    grad_mask = lat_obj.float()[None, None].to(device)
+    sources = [(0, ~lat_obj, True), (1, downsample_any(ref_obj, h, w), False)]
+    return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw),
+                    initial=lambda x_t: x_t.clone(), target_cells=obj, second=inv2,
+                    kv_select=kv_selector(sources, (h, w)))
+
+
+def _landmark_plan(spec, h, w, gh, gw, device) -> EditPlan:
+    if not spec.pairs:
+        raise DragonInputError(SETUP, "points", "landmark mode needs at least one source->target pair.",
+                               "Connect Dragon Landmarks or the Mask/Point Editor.")
+    cw, ch = spec.width / gw, spec.height / gh
+    patches = [(a.to(device), b.to(device)) for a, b in pair_patches(spec.pairs, cw, ch, gh, gw)]
+    region = drag_region(spec, gh, gw)
+    outside = _flat(~region).to(device)
+    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content)
+
+    def energy(gen: Feats, ref: Feats):
+        return landmark_energy(gen, ref, patches=patches, outside=outside, **weights)
+
+    # official face mode: the edit gradient acts on the whole latent and the SDE noise is global; with a
+    # consistency weight the edit gradient is kept to the region around the points
+    if spec.w_content:
+        grad_mask = downsample_any(region, h, w).float()[None, None].to(device)
+    else:
+        grad_mask = torch.ones(1, 1, h, w, device=device)
+    target_cells = torch.zeros(gh * gw, dtype=torch.bool)
+    for _, t in patches:
+        target_cells[t.cpu()] = True
+    return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=torch.ones(1, 1, h, w, device=device),
+                    feature_hw=(gh, gw), initial=lambda x_t: x_t.clone(), target_cells=target_cells.view(gh, gw))

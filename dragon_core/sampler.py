@@ -46,11 +46,11 @@ class SampleStats:
     grad_norms: list
 
 
-def _working(features: dict, blocks: tuple[int, ...], hw: tuple[int, int]) -> list[torch.Tensor]:
-    """Feature maps of batch item 0 on the feature grid, fp32, as [C, N]."""
+def _working(features: dict, blocks: tuple[int, ...], hw: tuple[int, int], item: int = 0) -> list[torch.Tensor]:
+    """Feature maps of batch item `item` on the feature grid, fp32, as [C, N]."""
     out = []
     for b in blocks:
-        f = features[b][:1].float()
+        f = features[b][item:item + 1].float()
         if f.shape[-2:] != hw:
             f = F.interpolate(f, size=hw, mode="nearest")
         out.append(f[0].flatten(1))
@@ -69,6 +69,7 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
                         grad_norms=[])
     state.steps = n
     state.kv_mode = spec.kv_mode
+    state.kv_select = plan.kv_select
     x = plan.initial(inversion.noise.to(device))
     for i in range(n):
         s, s1 = sigmas[i], sigmas[i + 1]
@@ -81,10 +82,15 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
             # one reference pass of the guidance branch, shared by the K/V injection and the energy
             state.phase = "reference"
             state.reset_capture(blocks if sp.guided else (), stop=not kv_on)
-            backend.denoise_cond(inversion.reference(i).to(device), s, state)
+            x_ref = inversion.reference(i)
+            if plan.second is not None:  # cross-image modes: the reference image's branch as batch item 1
+                x_ref = torch.cat([x_ref, plan.second.reference(i).to(x_ref)])
+            backend.denoise_cond(x_ref.to(device), s, state)
             stats.unet_calls["reference"] += 1
             if sp.guided:
                 ref_feats = _working(state.features, blocks, plan.feature_hw)
+                if plan.second is not None:
+                    ref_feats += _working(state.features, blocks, plan.feature_hw, item=1)
             state.reset_capture((), stop=False)
         noise = torch.randn(x.shape, generator=gen).to(device, x.dtype) if sp.sde else None
         x_next = x0 = x

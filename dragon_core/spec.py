@@ -6,8 +6,9 @@ from typing import Optional
 
 import torch
 
-MODES = ("move", "resize", "drag")
+MODES = ("move", "resize", "drag", "remove", "paste", "appearance", "landmark")
 KV_MODES = ("replace", "concat")
+CROSS_IMAGE_MODES = ("paste", "appearance")  # need a second (reference) image and its inversion
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,21 @@ MODE_DEFAULTS = {
     "move": ModeDefaults(energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8, kv_mode="replace"),
     "resize": ModeDefaults(energy_scale=40.0, w_edit=4.0, w_content=6.0, w_contrast=0.2, w_inpaint=0.8, kv_mode="replace"),
     "drag": ModeDefaults(energy_scale=80.0, w_edit=4.0, w_content=6.0, w_contrast=0.0, w_inpaint=0.2, kv_mode="concat"),
+    # Removal has no official demo: our choice. The move energy's vacated-area terms (contrast pushes the
+    # object's look away, inpaint pulls the area toward its surroundings) at edit strength, K/V from the
+    # background only.
+    "remove": ModeDefaults(energy_scale=40.0, w_edit=0.0, w_content=6.0, w_contrast=1.0, w_inpaint=4.0,
+                           kv_mode="replace"),
+    "paste": ModeDefaults(energy_scale=60.0, w_edit=4.0, w_content=6.0, w_contrast=0.0, w_inpaint=0.0, kv_mode="replace"),
+    "appearance": ModeDefaults(energy_scale=80.0, w_edit=3.5, w_content=5.0, w_contrast=0.0, w_inpaint=0.0,
+                               kv_mode="replace", cfg=5.0),
+    # official face mode: edit term only, global gradient, global SDE eta 0.2, K/V concatenated
+    "landmark": ModeDefaults(energy_scale=120.0, w_edit=12.0, w_content=0.0, w_contrast=0.0, w_inpaint=0.0,
+                             kv_mode="concat", sde_strength=0.2),
 }
+# Cross-image modes and removal inject K/V from chosen regions only ("masked two-source" K/V): the
+# patch's replace/concat then acts on that selection.
+MASKED_KV_MODES = ("remove", "paste", "appearance")
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,9 @@ class GuidanceSpec:
     width: int
     height: int
     object_mask: Optional[torch.Tensor] = None  # [H, W] float in [0, 1]; drag: the editable region
-    reference_region: Optional[torch.Tensor] = None  # move: what the vacated area should look like
+    reference_region: Optional[torch.Tensor] = None  # move/remove: what the vacated area should look like
+    reference_mask: Optional[torch.Tensor] = None  # paste/appearance: the object in the reference image
+    reference_inversion: Optional[object] = None  # paste/appearance: the reference image's Inversion
     pairs: tuple[PointPair, ...] = ()
     offset: tuple[float, float] = (0.0, 0.0)
     scale: float = 1.0

@@ -5,9 +5,10 @@ from comfy_api.latest import io
 
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.schedule import SCHEDULES
-from ..dragon_core.spec import MODE_DEFAULTS, MODES, DragPoints, GuidanceSpec
+from ..dragon_core.inversion import Inversion
+from ..dragon_core.spec import CROSS_IMAGE_MODES, MODE_DEFAULTS, MODES, DragPoints, GuidanceSpec
 from .common import log, single_mask
-from .types import CATEGORY, DragonGuidanceType, DragonPointsType
+from .types import CATEGORY, DragonGuidanceType, DragonInversionType, DragonPointsType
 
 NODE = "Dragon Guidance Setup"
 AUTO = -1.0
@@ -23,7 +24,8 @@ def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> f
 
 def build_spec(mode, object_mask=None, points: DragPoints | None = None, reference_region=None, offset_x=0, offset_y=0,
                scale=1.0, energy_scale=AUTO, w_edit=AUTO, w_content=AUTO, w_contrast=AUTO, w_inpaint=AUTO,
-               schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=AUTO) -> GuidanceSpec:
+               schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=AUTO, reference_mask=None,
+               reference_inversion=None) -> GuidanceSpec:
     if mode not in MODES:
         raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     if schedule not in SCHEDULES:
@@ -31,21 +33,39 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     d = MODE_DEFAULTS[mode]
     mask = single_mask(NODE, "object_mask", object_mask)
     ref = single_mask(NODE, "reference_region", reference_region)
+    ref_mask = single_mask(NODE, "reference_mask", reference_mask)
+    if mode not in CROSS_IMAGE_MODES:
+        if ref_mask is not None or reference_inversion is not None:
+            log.info("Dragon Guidance Setup: %s ignores reference_mask/reference_inversion (paste/appearance use them).",
+                     mode)
+        ref_mask = reference_inversion = None
+    elif reference_inversion is not None and not isinstance(reference_inversion, Inversion):
+        raise DragonInputError(NODE, "reference_inversion", "must come from DDIM Invert (run on the reference image).")
+    if mode == "paste" and mask is not None:
+        log.info("Dragon Guidance Setup: paste ignores object_mask; reference_mask marks the object to paste.")
+        mask = None
+    if mode == "landmark" and mask is not None and float((mask > 0.5).float().max()) == 0:
+        mask = None
     sizes = {}
     if mask is not None:
         sizes["object_mask"] = (mask.shape[1], mask.shape[0])
     if ref is not None:
         sizes["reference_region"] = (ref.shape[1], ref.shape[0])
+    if ref_mask is not None:
+        sizes["reference_mask"] = (ref_mask.shape[1], ref_mask.shape[0])
     if points is not None:
         if not isinstance(points, DragPoints):
             raise DragonInputError(NODE, "points", "must come from the Mask/Point Editor.")
         sizes["points"] = (points.width, points.height)
     if not sizes:
-        need = "points" if mode == "drag" else "object_mask"
+        need = {"drag": "points", "landmark": "points", "paste": "reference_mask"}.get(mode, "object_mask")
         raise DragonInputError(NODE, need, f"{mode} needs {need}.", "Connect the Mask/Point Editor.")
     if len(set(sizes.values())) > 1:
         desc = ", ".join(f"{k} {w}x{h}" for k, (w, h) in sizes.items())
-        raise DragonInputError(NODE, "object_mask", f"sizes disagree: {desc}.", "Build them all from the same image.")
+        culprit = "reference_mask" if "reference_mask" in sizes else "object_mask"
+        raise DragonInputError(NODE, culprit, f"sizes disagree: {desc}.",
+                               "Build them all from the same image size; resize a reference image to the base "
+                               "image's size (e.g. Upscale Image) before masking and encoding it.")
     width, height = next(iter(sizes.values()))
     if not 0.0 <= guidance_start < guidance_end <= 1.0:
         raise DragonInputError(NODE, "guidance_start/guidance_end",
@@ -71,6 +91,23 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
             offset = (pairs[0].target[0] - pairs[0].handle[0], pairs[0].target[1] - pairs[0].handle[1])
         if mode == "move" and scale != 1.0:
             log.info("Dragon Guidance Setup: move with scale %.3g resizes the object as well.", scale)
+    elif mode in ("remove", "appearance"):
+        _check_object(mask, "object_mask", "the object to remove" if mode == "remove" else "the base object")
+        if mode == "appearance":
+            _check_reference(mode, ref_mask, reference_inversion)
+    elif mode == "paste":
+        _check_reference(mode, ref_mask, reference_inversion)
+        if pairs:
+            if len(pairs) != 1:
+                raise DragonInputError(NODE, "points", f"paste takes one handle->target pair as the offset, got {len(pairs)}.")
+            if offset != (0.0, 0.0):
+                raise DragonInputError(NODE, "points", "give the offset either as a point pair or as offset_x/offset_y, not both.")
+            offset = (pairs[0].target[0] - pairs[0].handle[0], pairs[0].target[1] - pairs[0].handle[1])
+        pairs = ()
+    elif mode == "landmark":
+        if not pairs:
+            raise DragonInputError(NODE, "points", "landmark needs at least one source->target pair.",
+                                   "Connect Dragon Landmarks (two point lists) or the Mask/Point Editor.")
     else:  # drag
         if not pairs:
             raise DragonInputError(NODE, "points", "drag needs at least one handle->target pair.",
@@ -84,9 +121,52 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         energy_scale=_pick(energy_scale, d.energy_scale, "energy_scale"),
         w_edit=_pick(w_edit, d.w_edit, "w_edit"), w_content=_pick(w_content, d.w_content, "w_content"),
         w_contrast=_pick(w_contrast, d.w_contrast, "w_contrast"), w_inpaint=_pick(w_inpaint, d.w_inpaint, "w_inpaint"),
+        reference_mask=ref_mask, reference_inversion=reference_inversion,
         schedule=schedule, guidance_start=float(guidance_start), guidance_end=float(guidance_end),
         sde_strength=_pick(sde_strength, d.sde_strength if schedule == "diffeditor" else 0.0, "sde_strength"),
         kv_mode=d.kv_mode)
+
+
+def _check_object(mask, input_name: str, what: str) -> None:
+    if mask is None:
+        raise DragonInputError(NODE, input_name, f"needs the mask of {what}.", "Connect a MASK.")
+    covered = float((mask > 0.5).float().mean())
+    if covered == 0:
+        raise DragonInputError(NODE, input_name, "is empty.", f"Paint {what}.")
+    if covered == 1:
+        raise DragonInputError(NODE, input_name, "covers the whole image; there is nothing around the object to keep "
+                               "or fill from.", "Paint only the object.")
+
+
+def _check_reference(mode: str, ref_mask, reference_inversion) -> None:
+    if ref_mask is None:
+        raise DragonInputError(NODE, "reference_mask", f"{mode} needs the mask of the object in the reference image.",
+                               "Connect a MASK painted on the reference image.")
+    if float((ref_mask > 0.5).float().max()) == 0:
+        raise DragonInputError(NODE, "reference_mask", "is empty.", "Paint the object in the reference image.")
+    if reference_inversion is None:
+        raise DragonInputError(NODE, "reference_inversion", f"{mode} needs the reference image's inversion.",
+                               "Encode the reference image, run DDIM Invert on it and connect its inversion.")
+
+
+def check_reference_inversion(spec: GuidanceSpec, inversion: Inversion) -> None:
+    """paste/appearance: the reference image's inversion must match the base image's (called by the sampler)."""
+    inv2 = spec.reference_inversion
+    if inv2 is None:
+        return
+    if inv2.model_key != inversion.model_key:
+        raise DragonInputError(NODE, "reference_inversion", "was made with another model than the base image's inversion.",
+                               "Invert both images with the same model.")
+    if inv2.steps != inversion.steps or not bool((inv2.sigmas == inversion.sigmas).all()):
+        raise DragonInputError(NODE, "reference_inversion", f"has {inv2.steps} steps but the base image's inversion has "
+                               f"{inversion.steps}.", "Use the same steps in both DDIM Invert nodes.")
+    if tuple(inv2.latent_shape) != tuple(inversion.latent_shape):
+        rh, rw = inv2.latent_shape[-2:]
+        h, w = inversion.latent_shape[-2:]
+        raise DragonInputError(NODE, "reference_inversion",
+                               f"the reference image's latent is {rw}x{rh} but the base image's is {w}x{h}.",
+                               "Resize the reference image to the base image's size (e.g. Upscale Image) before VAE "
+                               "Encode, and paint reference_mask on the resized image.")
 
 
 def _auto(name, tooltip, mx=100000.0, step=0.1):
@@ -106,22 +186,38 @@ class DragonGuidanceSetup(io.ComfyNode):
                 "the official DragonDiffusion/DiffEditor demo."),
             inputs=[
                 io.Combo.Input("mode", options=list(MODES), default="move",
-                               tooltip="move: shift the masked object; resize: scale it about its centre; drag: pull handle points to targets."),
+                               tooltip="move: shift the masked object; resize: scale it about its centre; drag: pull handle points "
+                                       "to targets; remove: fill the masked object like its surroundings; paste: put the "
+                                       "reference image's object into this image (offset/scale); appearance: give the masked "
+                                       "object the reference object's look; landmark: move many source points to target "
+                                       "points, no mask (faces, poses)."),
                 io.Mask.Input("object_mask", optional=True,
-                              tooltip="move/resize: the object. drag: the region allowed to change (optional; empty or unconnected = around the drags)."),
+                              tooltip="move/resize/remove/appearance: the object in the base image. drag: the region allowed to "
+                                      "change (optional; empty or unconnected = around the drags). paste/landmark: not used."),
                 DragonPointsType.Input("points", optional=True,
-                                       tooltip="Handle->target pairs from the Mask/Point Editor. move/resize: one pair may give the offset."),
+                                       tooltip="Handle->target pairs from the Mask/Point Editor or Dragon Landmarks. move/resize/"
+                                               "paste: one pair may give the offset. drag/landmark: the pairs to move."),
                 io.Mask.Input("reference_region", optional=True,
-                              tooltip="move: an area whose look the vacated place should take (official 'reference region')."),
-                io.Int.Input("offset_x", default=0, min=-16384, max=16384, tooltip="move: horizontal shift in image pixels (right is positive)."),
-                io.Int.Input("offset_y", default=0, min=-16384, max=16384, tooltip="move: vertical shift in image pixels (down is positive)."),
+                              tooltip="move/remove: an area whose look the vacated place should take (official 'reference region')."),
+                io.Mask.Input("reference_mask", optional=True,
+                              tooltip="paste/appearance: the object in the reference image (same size as the base image)."),
+                DragonInversionType.Input("reference_inversion", optional=True,
+                                          tooltip="paste/appearance: DDIM Invert of the reference image (same model, steps and "
+                                                  "size as the base image's inversion)."),
+                io.Int.Input("offset_x", default=0, min=-16384, max=16384,
+                             tooltip="move/paste: horizontal shift in image pixels (right is positive)."),
+                io.Int.Input("offset_y", default=0, min=-16384, max=16384,
+                             tooltip="move/paste: vertical shift in image pixels (down is positive)."),
                 io.Float.Input("scale", default=1.0, min=0.05, max=8.0, step=0.01,
-                               tooltip="resize/move: scale of the object about its bounding-box centre (parts leaving the image are clipped)."),
-                _auto("energy_scale", "Guidance step size (lambda*s_E of the paper): move 40, drag 80. 0 disables the energy guidance."),
-                _auto("w_edit", "Weight of the edit energy (target looks like the source): 4."),
-                _auto("w_content", "Weight of the consistency energy (the rest stays): 6."),
-                _auto("w_contrast", "move: weight pushing the vacated area away from the object: 0.2."),
-                _auto("w_inpaint", "move: weight filling the vacated area like its surroundings (0.8); drag: handle-vacating weight (0.2)."),
+                               tooltip="resize/move/paste: scale of the object about its bounding-box centre (parts leaving the "
+                                       "image are clipped)."),
+                _auto("energy_scale", "Guidance step size (lambda*s_E of the paper): move/resize/remove 40, paste 60, drag/appearance 80, "
+                                      "landmark 120. 0 disables the energy guidance."),
+                _auto("w_edit", "Weight of the edit energy (target looks like the source): 4; appearance 3.5, landmark 12; unused by remove."),
+                _auto("w_content", "Weight of the consistency energy (the rest stays): 6; appearance 5; landmark 0 (official: none)."),
+                _auto("w_contrast", "move: weight pushing the vacated area away from the object: 0.2; remove: 1."),
+                _auto("w_inpaint", "move: weight filling the vacated area like its surroundings (0.8); remove: the same for the removed "
+                                   "object (4); drag: handle-vacating weight (0.2)."),
                 io.Combo.Input("schedule", options=list(SCHEDULES), default="diffeditor",
                                tooltip="diffeditor: guide steps 0-9 then every other step, regional SDE and time travel (official default); "
                                        "dragondiffusion: guide every step of the window."),
@@ -129,7 +225,7 @@ class DragonGuidanceSetup(io.ComfyNode):
                                tooltip="Energy guidance starts at this fraction of the steps."),
                 io.Float.Input("guidance_end", default=0.6, min=0.0, max=1.0, step=0.01,
                                tooltip="Energy guidance stops at this fraction of the steps (official: step 30 of 50 = 0.6)."),
-                _auto("sde_strength", "diffeditor: eta of the regional SDE noise inside the edit region (0.4).", mx=1.0, step=0.05),
+                _auto("sde_strength", "diffeditor: eta of the regional SDE noise inside the edit region (0.4; landmark 0.2 everywhere).", mx=1.0, step=0.05),
             ],
             outputs=[DragonGuidanceType.Output(display_name="guidance", tooltip="The guidance spec for the Dragon Sampler.")],
         )
@@ -137,7 +233,8 @@ class DragonGuidanceSetup(io.ComfyNode):
     @classmethod
     def execute(cls, mode, offset_x, offset_y, scale, energy_scale, w_edit, w_content, w_contrast, w_inpaint,
                 schedule, guidance_start, guidance_end, sde_strength, object_mask=None, points=None,
-                reference_region=None) -> io.NodeOutput:
+                reference_region=None, reference_mask=None, reference_inversion=None) -> io.NodeOutput:
         spec = build_spec(mode, object_mask, points, reference_region, offset_x, offset_y, scale, energy_scale, w_edit,
-                          w_content, w_contrast, w_inpaint, schedule, guidance_start, guidance_end, sde_strength)
+                          w_content, w_contrast, w_inpaint, schedule, guidance_start, guidance_end, sde_strength,
+                          reference_mask, reference_inversion)
         return io.NodeOutput(spec)

@@ -19,6 +19,7 @@ from ..dragon_core.sampler import SampleStats, dragon_sample
 from ..dragon_core.spec import GuidanceSpec
 from .backend import ComfyBackend, cross_branch_patches
 from .common import check_conditioning, log
+from .guidance import check_reference_inversion
 from .types import CATEGORY, DragonGuidanceType, DragonInversionType
 from .unet_layout import feature_blocks, model_key, pixels_per_latent, unet_of
 
@@ -80,6 +81,7 @@ def validate(model, inversion, guidance, steps) -> None:
     if steps != inversion.steps:
         raise DragonInputError(NODE, "steps", f"is {steps} but the inversion has {inversion.steps} steps.",
                                "Use the same number of steps in DDIM Invert and the Dragon Sampler.")
+    check_reference_inversion(guidance, inversion)
     h, w = inversion.latent_shape[-2:]
     f = pixels_per_latent(model)
     if (guidance.width // f, guidance.height // f) != (w, h):
