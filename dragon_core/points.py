@@ -20,9 +20,13 @@ def _xy(node: str, input_name: str, obj, where: str) -> tuple[float, float]:
         raise DragonInputError(node, input_name, f"{where} must be {{\"x\": .., \"y\": ..}} or [x, y], got {json.dumps(obj)[:80]}.")
     if isinstance(x, bool) or isinstance(y, bool) or not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
         raise DragonInputError(node, input_name, f"{where} has non-numeric coordinates {json.dumps(obj)[:80]}.")
-    if not (math.isfinite(x) and math.isfinite(y)):
+    try:  # a JSON integer may exceed any float (float() raises OverflowError)
+        fx, fy = float(x), float(y)
+    except OverflowError:
+        raise DragonInputError(node, input_name, f"{where} has a coordinate too large to be a pixel position.") from None
+    if not (math.isfinite(fx) and math.isfinite(fy)):
         raise DragonInputError(node, input_name, f"{where} has a non-finite coordinate.")
-    return float(x), float(y)
+    return fx, fy
 
 
 def parse_points(node: str, input_name: str, text: str, width: int, height: int) -> tuple[PointPair, ...]:

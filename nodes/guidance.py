@@ -17,6 +17,8 @@ AUTO = -1.0
 def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> float:
     if value == AUTO:
         return default
+    if value != value or abs(value) == float("inf"):  # NaN passes ComfyUI's min/max check
+        raise DragonInputError(NODE, name, f"must be a finite number (or -1 for the mode's default), got {value}.")
     if value < 0 or (value == 0 and not allow_zero):
         raise DragonInputError(NODE, name, f"must be >= 0 (or -1 for the mode's default), got {value}.")
     return float(value)

@@ -97,6 +97,8 @@ def run_dragon(model, positive, negative, inversion: Inversion, guidance: Guidan
     validate(model, inversion, guidance, steps)
     check_conditioning(NODE, "positive", positive)
     check_conditioning(NODE, "negative", negative)
+    if not (cfg == cfg and abs(cfg) != float("inf")):  # NaN passes ComfyUI's min/max check
+        raise DragonInputError(NODE, "cfg", f"must be a finite number, got {cfg}.", "Use e.g. 4.")
     clone = grad_ready_clone(model)
     blocks = tuple(feature_blocks(unet_of(clone, NODE)))
     kv = cross_branch_patches(clone)
