@@ -3,6 +3,7 @@ from .attention_patch import CrossBranchAttentionPatch
 from .editor import MaskPointEditor
 from .guidance import DragonGuidanceSetup
 from .invert import DDIMInvert
+from .landmarks import DragonLandmarks
 from .sampler import DragonSampler
 
-NODES = [DDIMInvert, DragonGuidanceSetup, CrossBranchAttentionPatch, DragonSampler, MaskPointEditor]
+NODES = [DDIMInvert, DragonGuidanceSetup, CrossBranchAttentionPatch, DragonSampler, MaskPointEditor, DragonLandmarks]

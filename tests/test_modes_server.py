@@ -1,0 +1,99 @@
+"""remove / paste / appearance / landmark API graphs through a real ComfyUI server, tiny SD1 and SDXL models."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from graph import Graph
+
+W, H = 96, 64
+STEPS = 5
+SETUP = dict(offset_x=0, offset_y=0, scale=1.0, energy_scale=-1.0, w_edit=-1.0, w_content=-1.0, w_contrast=-1.0,
+             w_inpaint=-1.0, schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=-1.0)
+
+
+def mode_graph(mode: str, family: str = "sd1", obj_box=(16, 16, 40, 40), ref_box=(48, 16, 80, 48), ref_size=(W, H),
+               ref_mask_size=(W, H), source=None, target=None, tag="", **setup):
+    """The benchmark's wiring: base latent (+ reference latent), masks, points -> Guidance Setup -> Sampler."""
+    g = Graph()
+    model = g.node("DragonTest_TinyModel", family=family, seed=0)
+    cond = g.node("DragonTest_RandomConditioning", family=family, seed=1)
+    lat = g.node("DragonTest_SceneLatent", seed=3, width=W, height=H, channels=4, batch=1)
+    inv = g.node("DragonDiffusion_DDIMInvert", model=[model, 0], positive=[cond, 0], latent=[lat, 0], steps=STEPS)
+    guide = dict(mode=mode, **{**SETUP, **setup})
+    if mode in ("remove", "appearance"):
+        guide["object_mask"] = [g.node("DragonTest_BoxMask", width=W, height=H, x0=obj_box[0], y0=obj_box[1],
+                                       x1=obj_box[2], y1=obj_box[3]), 0]
+    if mode in ("paste", "appearance"):
+        rlat = g.node("DragonTest_SceneLatent", seed=4, width=ref_size[0], height=ref_size[1], channels=4, batch=1)
+        guide["reference_inversion"] = [g.node("DragonDiffusion_DDIMInvert", model=[model, 0], positive=[cond, 0],
+                                               latent=[rlat, 0], steps=STEPS), 0]
+        guide["reference_mask"] = [g.node("DragonTest_BoxMask", width=ref_mask_size[0], height=ref_mask_size[1],
+                                          x0=ref_box[0], y0=ref_box[1], x1=ref_box[2], y1=ref_box[3]), 0]
+    lm = None
+    if mode == "landmark":
+        img = g.node("EmptyImage", width=W, height=H, batch_size=1, color=len(tag) * 7 + (family == "sdxl"))
+        lm = g.node("DragonDiffusion_Landmarks", image=[img, 0], part="face",
+                    source_points=json.dumps(source if source is not None else [[20, 20], [60, 30], [70, 50]]),
+                    target_points=json.dumps(target if target is not None else [[26, 22], [64, 34], [66, 44]]))
+        guide["points"] = [lm, 0]
+    gs = g.node("DragonDiffusion_GuidanceSetup", **guide)
+    patched = g.node("DragonDiffusion_CrossBranchAttention", model=[model, 0], mode="auto",
+                     start=0.0 if mode in ("paste", "appearance") else 0.1,
+                     end=0.72 if mode in ("paste", "appearance") else 1.0)
+    out = g.node("DragonDiffusion_Sampler", model=[patched, 0], positive=[cond, 0], negative=[cond, 0],
+                 inversion=[inv, 0], guidance=[gs, 0], steps=STEPS, cfg=5.0 if mode == "appearance" else 4.0, seed=42)
+    save = g.node("DragonTest_SaveTensor", name=f"mode_{mode}_{family}{tag}", latent=[out, 0])
+    src = g.node("DragonTest_SaveTensor", name=f"mode_src_{mode}_{family}{tag}", latent=[lat, 0])
+    return g.prompt(), save, src, lm
+
+
+CASES = {
+    "remove": dict(mode="remove"),
+    "remove-ref-region": dict(mode="remove"),  # reference_region added below
+    "paste": dict(mode="paste", offset_x=-24, offset_y=4, scale=0.75),
+    "appearance": dict(mode="appearance"),
+    "landmark": dict(mode="landmark"),
+}
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_mode_workflow_edits_inside_the_region(server, case, family):
+    prompt, save, src, lm = mode_graph(family=family, tag=case, **CASES[case])
+    if case == "remove-ref-region":
+        rr = max(int(k) for k in prompt) + 1
+        prompt[str(rr)] = {"class_type": "DragonTest_BoxMask",
+                           "inputs": dict(width=W, height=H, x0=60, y0=0, x1=96, y1=30)}
+        gs = next(k for k, v in prompt.items() if v["class_type"] == "DragonDiffusion_GuidanceSetup")
+        prompt[gs]["inputs"]["reference_region"] = [str(rr), 0]
+    log_before = len(server.log())
+    h = server.run_ok(prompt)
+    out = load_file(h["outputs"][save]["tensors"][0]["path"])["latent"]
+    ref = load_file(h["outputs"][src]["tensors"][0]["path"])["latent"]
+    assert out.shape == ref.shape and out.isfinite().all()
+    assert not out.eq(ref).all()
+    if lm is not None:
+        assert h["outputs"][lm]["images"], "Dragon Landmarks should show a preview"
+    new_log = server.log()[log_before:]
+    assert "Traceback" not in new_log and "!!! Exception" not in new_log, new_log[-3000:]
+
+
+@pytest.mark.parametrize("case,node,match", [
+    (dict(mode="remove", obj_box=(0, 0, W, H)), "DragonDiffusion_GuidanceSetup", "'object_mask': covers the whole image"),
+    (dict(mode="paste", ref_box=(0, 0, 0, 0)), "DragonDiffusion_GuidanceSetup", "'reference_mask': is empty"),
+    (dict(mode="appearance", ref_box=(0, 0, 0, 0)), "DragonDiffusion_GuidanceSetup", "'reference_mask': is empty"),
+    (dict(mode="appearance", ref_mask_size=(64, 64)), "DragonDiffusion_GuidanceSetup",
+     "'reference_mask': sizes disagree"),
+    (dict(mode="paste", ref_size=(64, 64), ref_mask_size=(W, H)), "DragonDiffusion_Sampler",
+     "'reference_inversion': the reference image's latent is 8x8 but the base image's is 12x8"),
+    (dict(mode="landmark", source=[[10, 10], [20, 20]], target=[[12, 12]]), "DragonDiffusion_Landmarks",
+     "'target_points': has 1 points but source_points has 2"),
+])
+def test_mode_bad_input_is_a_node_error(server, case, node, match):
+    prompt, *_ = mode_graph(tag="bad", **case)
+    err = server.error_of(server.run(prompt))
+    assert err["node_type"] == node and match in err["exception_message"], err["exception_message"]
+    assert "Dragon" in err["exception_message"]
