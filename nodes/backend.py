@@ -1,6 +1,9 @@
 """The dual-branch loop's Backend on ComfyUI: the guider's model, conds and attention."""
 from __future__ import annotations
 
+import weakref
+from contextlib import contextmanager, nullcontext
+
 import torch
 
 import comfy.model_management
@@ -14,6 +17,79 @@ from .common import with_transformer_options
 def _differentiable_attention(func, *args, **kwargs):
     """optimized_attention_override for the gradient pass: SDPA has a backward (sage does not)."""
     return attention_pytorch(*args, **kwargs)
+
+
+# Speed/memory switches (#7). Both on is the pack's behaviour; scripts/bench_speed.py turns each off to measure
+# what it saves. Not user settings.
+WEIGHT_COPY_ONLY_IN_GRAD = True  # off: every pass of the Dragon clone copies every weight (the pre-#7 behaviour)
+DROP_SAVED_WEIGHT_COPIES = True  # off: autograd keeps the gradient pass's weight copies until the backward
+
+_COPY_SOURCE: dict[int, tuple[torch.nn.Module, str]] = {}  # storage address of a live weight copy -> its parameter
+
+
+class WeightCopy:
+    """Weight wrapper of the Dragon clone. With a wrapper present ComfyUI copies the weight at each forward; a copy
+    taken outside inference mode can take part in autograd (loaded weights are inference tensors). Detached: only
+    the latent needs a gradient. It notes which parameter a copy came from, so that the backward can read the
+    parameter itself instead of autograd holding a second copy of the UNet (see saved_weights)."""
+
+    def __init__(self, module: torch.nn.Module, param: str):
+        self.module, self.param = module, param
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, w: torch.Tensor) -> torch.Tensor:
+        w = w.detach()
+        fs = getattr(self.module, f"{self.param}_function", [])
+        if all(isinstance(f, WeightCopy) for f in fs):  # a LowVramPatch (LoRA) changed the values: keep the copy
+            ptr = w.untyped_storage().data_ptr()
+            _COPY_SOURCE[ptr] = (self.module, self.param)
+            weakref.finalize(w, _COPY_SOURCE.pop, ptr, None)
+        return w
+
+
+def _pack(t: torch.Tensor):
+    src = _COPY_SOURCE.get(t.untyped_storage().data_ptr()) if t.device.type != "meta" else None
+    if src is None:
+        return t
+    return src, t.dtype, t.device, t.size(), t.stride(), t.storage_offset()
+
+
+def _unpack(p):
+    if not isinstance(p, tuple):
+        return p
+    (module, param), dtype, device, size, stride, offset = p
+    w = getattr(module, param).to(device=device, dtype=dtype)
+    return w.as_strided(size, stride, offset)
+
+
+def saved_weights():
+    """While the gradient pass runs forward, autograd saves a reference to the parameter in place of each weight
+    copy: the copies are freed layer by layer instead of all being held until the backward."""
+    if not DROP_SAVED_WEIGHT_COPIES:
+        return nullcontext()
+    return torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
+
+
+@contextmanager
+def weight_copies(wrapped: list, on: bool):
+    """Our weight wrappers take part only when `on` (the gradient pass); the no-grad passes run on the weights."""
+    if on or not WEIGHT_COPY_ONLY_IN_GRAD:
+        yield
+        return
+    saved = []
+    for m in wrapped:
+        for attr in ("weight_function", "bias_function"):
+            fs = m.__dict__.get(attr)
+            if fs and any(isinstance(f, WeightCopy) for f in fs):
+                saved.append((m, attr, fs))
+                setattr(m, attr, [f for f in fs if not isinstance(f, WeightCopy)])
+    try:
+        yield
+    finally:
+        for m, attr, fs in saved:
+            setattr(m, attr, fs)
 
 
 def cross_branch_patches(model_patcher) -> list[CrossBranchAttention]:
@@ -31,22 +107,26 @@ class ComfyBackend:
         self.extra_args = extra_args
         self._blocks = feature_blocks
         self._kv = kv_patches
+        self._wrapped = [m for m in self.base.diffusion_model.modules() if hasattr(m, "weight_function")]
 
     def _sigma(self, x, sigma):
         return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
 
     def denoise_cfg(self, x, sigma, state: BranchState):
         mo = with_transformer_options(self.extra_args["model_options"], dragon=state)
-        return self.model_k(x, self._sigma(x, sigma), **{**self.extra_args, "model_options": mo})
+        with weight_copies(self._wrapped, on=False):
+            return self.model_k(x, self._sigma(x, sigma), **{**self.extra_args, "model_options": mo})
 
     def denoise_cond(self, x, sigma, state: BranchState):
         entries = {"dragon": state}
         if state.phase == "grad":
             entries["optimized_attention_override"] = _differentiable_attention
         mo = with_transformer_options(self.extra_args["model_options"], **entries)
+        grad = state.phase == "grad"
         try:
-            return comfy.samplers.calc_cond_batch(self.base, [self.guider.conds["positive"]], x,
-                                                  self._sigma(x, sigma), mo)[0]
+            with weight_copies(self._wrapped, on=grad), (saved_weights() if grad else nullcontext()):
+                return comfy.samplers.calc_cond_batch(self.base, [self.guider.conds["positive"]], x,
+                                                      self._sigma(x, sigma), mo)[0]
         except StopUNet:
             return None
 

@@ -17,7 +17,7 @@ from ..dragon_core.inversion import Inversion
 from ..dragon_core.plan import build_plan
 from ..dragon_core.sampler import SampleStats, dragon_sample
 from ..dragon_core.spec import GuidanceSpec
-from .backend import ComfyBackend, cross_branch_patches
+from .backend import ComfyBackend, WeightCopy, cross_branch_patches
 from .common import check_conditioning, log
 from .guidance import check_reference_inversion
 from .types import CATEGORY, DragonGuidanceType, DragonInversionType
@@ -26,22 +26,17 @@ from .unet_layout import feature_blocks, model_key, pixels_per_latent, unet_of
 NODE = "Dragon Sampler"
 
 
-def _copy_weight(w):
-    """Weight wrapper: its presence makes ComfyUI copy the weight at each forward; a copy taken
-    outside inference mode can be saved for backward (loaded weights are inference tensors).
-    Detached, because only the latent needs a gradient, never the weights."""
-    return w.detach()
-
-
 def grad_ready_clone(model):
-    """A clone whose UNet weights can take part in autograd, without touching the shared model."""
+    """A clone whose UNet weights can take part in autograd, without touching the shared model.
+
+    The wrappers are ComfyUI weight wrappers (WeightCopy); the backend lets them act in the gradient pass only."""
     m = model.clone()
     for name, mod in m.model.diffusion_model.named_modules():
         if not hasattr(mod, "comfy_cast_weights"):
             continue
         for p in ("weight", "bias"):
             if getattr(mod, p, None) is not None:
-                m.add_weight_wrapper(f"diffusion_model.{name}.{p}", _copy_weight)
+                m.add_weight_wrapper(f"diffusion_model.{name}.{p}", WeightCopy(mod, p))
     m.set_model_output_block_patch(FeatureCapture())
     return m
 
