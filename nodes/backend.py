@@ -11,6 +11,7 @@ import comfy.samplers
 from comfy.ldm.modules.attention import attention_pytorch
 
 from ..dragon_core.attention import BranchState, CrossBranchAttention, StopUNet
+from .compose import grad_safe_options
 from .common import with_transformer_options
 
 
@@ -123,6 +124,8 @@ class ComfyBackend:
             entries["optimized_attention_override"] = _differentiable_attention
         mo = with_transformer_options(self.extra_args["model_options"], **entries)
         grad = state.phase == "grad"
+        if grad:
+            mo = grad_safe_options(mo)  # IP-Adapter-style patches: their value, a differentiable path
         try:
             with weight_copies(self._wrapped, on=grad), (saved_weights() if grad else nullcontext()):
                 return comfy.samplers.calc_cond_batch(self.base, [self.guider.conds["positive"]], x,
