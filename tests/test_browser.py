@@ -1,0 +1,258 @@
+"""The Mask/Point Editor in a real browser: headless Debian Chromium driven by Playwright.
+
+The test starts the real ComfyUI server with the pack (the `server` fixture), opens its frontend
+(comfyui-frontend-package 1.32.9), builds Load Image -> Mask/Point Editor -> SaveTensor, clicks
+handle->target pairs and paints a brush stroke on the node's canvas at a graph zoom other than 1,
+queues the prompt, and checks what the backend received. scripts/browser-env (run by scripts/test)
+installs Debian's chromium and Playwright's Python package; nothing is downloaded by Playwright.
+Without a browser the tests are SKIPPED with the reason, never passed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+STATUS = REPO / ".cache" / "browser-env" / "status"
+W, H = 128, 96
+ZOOM = 1.25  # not 1: clicks must land on the same image pixels whatever the graph zoom
+PAIRS = [((20, 30), (50, 40)), ((100, 70), (90, 20))]
+STROKE = ((30.5, 60.5), (90.5, 60.5))  # image pixels, continuous coordinates
+BRUSH = 6
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _have_playwright() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's chromium and Playwright, installed by scripts/browser-env if missing, or a SKIP with the reason."""
+    if not (_chromium() and _have_playwright()):
+        try:
+            subprocess.run([str(REPO / "scripts" / "browser-env")], check=False, timeout=1200)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            pytest.skip(f"browser test: scripts/browser-env could not run ({e})")
+    chrome = _chromium()
+    why = STATUS.read_text().strip() if STATUS.exists() else "scripts/browser-env left no status"
+    if not chrome:
+        pytest.skip(f"browser test: Debian's chromium is not installed here ({why})")
+    if not _have_playwright():
+        pytest.skip(f"browser test: Playwright's Python package is not installed here ({why})")
+    return chrome
+
+
+@pytest.fixture(scope="module")
+def page(server, chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+        errors: list[str] = []
+        # errors of our extension only (the frontend itself logs blocked calls to api.comfy.org offline)
+        pg.on("pageerror", lambda e: errors.append(str(e)) if "dragon_editor" in f"{e} {e.stack}" else None)
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "dragon_editor" in m.text else None)
+        pg.goto(server.url)
+        pg.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && "
+                             "window.LiteGraph.registered_node_types['DragonDiffusion_MaskPointEditor'])", timeout=120_000)
+        pg.dragon_errors = errors
+        yield pg
+        browser.close()
+
+
+def _test_image(path: Path, w: int, h: int) -> None:
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([(x * 255 // max(1, w - 1)), (y * 255 // max(1, h - 1)), ((x + y) % 64) * 4], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+BUILD = """([zoom]) => {
+  const g = app.graph; g.clear();
+  const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
+  li.widgets.find(w => w.name === "image").value = "dragon_browser.png";
+  const ed = LiteGraph.createNode("DragonDiffusion_MaskPointEditor"); ed.pos = [340, 0]; g.add(ed);
+  ed.setSize([480, 500]);
+  li.connect(0, ed, 0);
+  const sv = LiteGraph.createNode("DragonTest_SaveTensor"); sv.pos = [900, 0]; g.add(sv);
+  sv.widgets.find(w => w.name === "name").value = "browser_mask";
+  ed.connect(0, sv, sv.inputs.findIndex(i => i.name === "mask"));
+  app.canvas.ds.scale = zoom; app.canvas.ds.offset = [20, 110];
+  app.canvas.setDirty(true, true);
+  return {editor: String(ed.id), save: String(sv.id)};
+}"""
+
+EDITOR = "(id) => app.graph.getNodeById(Number(id))"
+
+
+def _state(pg, nid: str) -> dict:
+    return pg.evaluate("""(id) => {
+      const n = app.graph.getNodeById(Number(id)); const e = n.dragonEditor;
+      const v = (k) => n.widgets.find(w => w.name === k).value;
+      const lay = e.layers.mask; let painted = 0;
+      if (lay.w > 1) { const d = lay.data.getContext("2d").getImageData(0, 0, lay.w, lay.h).data;
+        for (let i = 3; i < d.length; i += 4) painted += d[i] > 0; }
+      return {W: e.W, H: e.H, points: e.points, painted, widgets: {points: v("points"), points_size: v("points_size"),
+              editor_mask: v("editor_mask"), editor_reference: v("editor_reference")},
+              notes: Array.from(document.querySelectorAll(".dragon-note")).map(d => d.textContent)};
+    }""", nid)
+
+
+def _wait(pg, nid: str, cond, what: str, timeout: float = 30) -> dict:
+    end = time.time() + timeout
+    while True:
+        st = _state(pg, nid)
+        if cond(st):
+            return st
+        if time.time() > end:
+            raise AssertionError(f"timed out waiting for {what}: {json.dumps(st)[:1500]}")
+        time.sleep(0.1)
+
+
+def _screen(box: dict, x: float, y: float) -> tuple[float, float]:
+    """Image pixel coordinates (continuous) -> screen coordinates on the editor canvas."""
+    return box["x"] + x * box["width"] / W, box["y"] + y * box["height"] / H
+
+
+def _queue_and_wait(server, pg) -> dict:
+    before = set(server.get("/history"))
+    pg.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    end = time.time() + 120
+    while time.time() < end:
+        new = {k: v for k, v in server.get("/history").items() if k not in before}
+        done = [v for v in new.values() if v.get("status", {}).get("completed") is not None]
+        if done:
+            return done[0]
+        time.sleep(0.2)
+    raise AssertionError("the queued prompt did not finish")
+
+
+def _seg_dist(px: np.ndarray, py: np.ndarray, a, b) -> np.ndarray:
+    ax, ay = a
+    bx, by = b
+    t = np.clip(((px - ax) * (bx - ax) + (py - ay) * (by - ay)) / ((bx - ax) ** 2 + (by - ay) ** 2), 0, 1)
+    return np.hypot(px - (ax + t * (bx - ax)), py - (ay + t * (by - ay)))
+
+
+def _node_clip(pg, nid: str) -> dict:
+    return pg.evaluate("""(id) => {
+      const n = app.graph.getNodeById(Number(id)); const ds = app.canvas.ds;
+      const r = app.canvas.canvas.getBoundingClientRect(); const th = LiteGraph.NODE_TITLE_HEIGHT;
+      const [x, y] = ds.convertOffsetToCanvas([n.pos[0], n.pos[1] - th]);
+      return {x: r.left + x - 4, y: r.top + y - 4, width: n.size[0] * ds.scale + 8, height: (n.size[1] + th) * ds.scale + 8};
+    }""", nid)
+
+
+def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(server, page, capsys):
+    pg = page
+    _test_image(server.input_dir / "dragon_browser.png", W, H)
+    _test_image(server.input_dir / "dragon_browser_2x.png", 2 * W, 2 * H)
+    ids = pg.evaluate(BUILD, [ZOOM])
+    ed, save = ids["editor"], ids["save"]
+    # the image comes from the upstream Load Image before any run
+    _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H, "the Load Image picture on the editor canvas")
+    canvas = pg.locator(".dragon-canvas").first
+    box = canvas.bounding_box()
+    assert box["width"] > W and abs(box["width"] / box["height"] - W / H) < 0.02, box
+
+    # two handle->target pairs; the first target is placed off and dragged to its place
+    (h1, t1), (h2, t2) = PAIRS
+    pg.mouse.click(*_screen(box, h1[0] + 0.5, h1[1] + 0.5))
+    pg.mouse.click(*_screen(box, 70.5, 10.5))
+    pg.mouse.move(*_screen(box, 70.5, 10.5))
+    pg.mouse.down()
+    pg.mouse.move(*_screen(box, t1[0] + 0.5, t1[1] + 0.5), steps=6)
+    pg.mouse.up()
+    for x, y in (h2, t2):
+        pg.mouse.click(*_screen(box, x + 0.5, y + 0.5))
+    # a third pair, deleted with a right-click on its target
+    pg.mouse.click(*_screen(box, 10.5, 85.5))
+    pg.mouse.click(*_screen(box, 15.5, 88.5))
+    pg.mouse.click(*_screen(box, 15.5, 88.5), button="right")
+    st = _state(pg, ed)
+    assert st["points"] == [list(p) for pair in PAIRS for p in pair], st
+
+    # a brush stroke on the mask layer
+    pg.locator(".dragon-editor button", has_text="Mask").first.click()
+    pg.evaluate("""([id, r]) => { const s = app.graph.getNodeById(Number(id)).dragonEditor.sizeInput;
+                   s.value = String(r); s.dispatchEvent(new Event("input")); }""", [ed, BRUSH])
+    pg.mouse.move(*_screen(box, *STROKE[0]))
+    pg.mouse.down()
+    pg.mouse.move(*_screen(box, *STROKE[1]), steps=12)
+    pg.mouse.up()
+    st = _wait(pg, ed, lambda s: s["widgets"]["editor_mask"].startswith("dragon_editor/"), "the mask upload")
+    uploaded = server.input_dir / st["widgets"]["editor_mask"]
+    assert uploaded.is_file(), uploaded
+    assert st["widgets"]["points_size"] == f"{W}x{H}"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "mask_point_editor.png"
+    pg.screenshot(path=str(shot), clip=_node_clip(pg, ed))
+    with capsys.disabled():
+        print(f"\n[browser] screenshot of the Mask/Point Editor node: {shot}")
+    assert shot.stat().st_size > 1000
+
+    # queue: the backend gets exactly these points in image pixels and a mask covering the stroke
+    h = _queue_and_wait(server, pg)
+    assert h["status"]["status_str"] == "success", json.dumps(h["status"])[:3000]
+    got = h["outputs"][ed]["dragon_editor"][0]
+    assert got["points"] == [[*hd, *tg] for hd, tg in PAIRS]
+    assert (got["width"], got["height"]) == (W, H) and got["notes"] == []
+    _wait(pg, ed, lambda s: s["W"] == W, "the editor after the run")
+    time.sleep(0.5)
+    pg.screenshot(path=str(ARTIFACTS / "mask_point_editor_after_run.png"), clip=_node_clip(pg, ed))
+    mask = load_file(h["outputs"][save]["tensors"][0]["path"])["mask"][0].numpy()
+    assert mask.shape == (H, W)
+    yy, xx = np.mgrid[0:H, 0:W]
+    dist = _seg_dist(xx + 0.5, yy + 0.5, *STROKE)
+    assert (mask[dist <= BRUSH - 1.5] > 0.5).all(), "the stroke is not covered"
+    assert (mask[dist >= BRUSH + 1.5] == 0).all(), "the mask spills outside the stroke"
+    area = float((mask > 0.5).sum())
+    want = 2 * BRUSH * 60 + math.pi * BRUSH ** 2
+    assert abs(area - want) < 0.12 * want, (area, want)
+
+    # what a queue sends, and the editor's own state, survive save -> JSON -> load
+    sent = pg.evaluate("async (id) => (await app.graphToPrompt()).output[id].inputs", ed)
+    workflow = pg.evaluate("() => JSON.stringify(app.graph.serialize())")
+    assert len(workflow) < 20_000, "masks must travel as uploaded files, not as strings in the workflow"
+    before = _state(pg, ed)
+    pg.evaluate("async (wf) => { app.graph.clear(); await app.loadGraphData(JSON.parse(wf)); "
+                "app.canvas.ds.scale = 0.9; app.canvas.setDirty(true, true); }", workflow)
+    after = _wait(pg, ed, lambda s: s["painted"] > 0 and len(s["points"]) == 4 and s["W"] == W,
+                  "the reloaded editor state")
+    assert after["points"] == before["points"] and after["widgets"] == before["widgets"]
+    assert after["painted"] == before["painted"]
+    sent_again = pg.evaluate("async (id) => (await app.graphToPrompt()).output[id].inputs", ed)
+    for k in ("points", "points_size", "editor_mask", "editor_reference"):
+        assert sent_again[k] == sent[k], k
+    assert json.loads(sent["points"]) == [{"x": x, "y": y} for pair in PAIRS for (x, y) in pair]
+
+    # a new image of another size: the points are rescaled, with a visible note
+    pg.evaluate("""(id) => { const ed = app.graph.getNodeById(Number(id));
+                   const li = ed.getInputNode(0); li.widgets.find(w => w.name === "image").value = "dragon_browser_2x.png";
+                   app.canvas.setDirty(true, true); }""", ed)
+    big = _wait(pg, ed, lambda s: s["W"] == 2 * W and s["widgets"]["points_size"] == f"{2 * W}x{2 * H}",
+                "the rescale to the new image")
+    assert big["points"] == [[2 * x, 2 * y] for pair in PAIRS for (x, y) in pair]
+    assert any("rescaled" in n for n in big["notes"]), big["notes"]
+    assert pg.locator(".dragon-note", has_text="rescaled").first.is_visible()
+    assert not pg.dragon_errors, pg.dragon_errors

@@ -1,0 +1,818 @@
+// Mask/Point Editor on the ComfyUI canvas (DragonDiffusion_MaskPointEditor).
+//
+// The node shows its input image on a canvas inside the node: the image of the last run (sent by
+// the backend in the "dragon_editor" UI message) or, before any run, the image of an upstream Load
+// Image. Points: click a handle, click again for its target; drag a point to move it; right-click a
+// point to delete its pair. Brush: paint (left button) or erase (right button, or the Erase toggle)
+// the mask or the reference region. All state lives in the node's widget values, so it is saved
+// with the workflow and sent on queue:
+//   points      JSON [{"x":..,"y":..}, ...] in image pixels, alternating handle, target
+//   points_size "WxH" of the image the points were placed on (a new image size rescales them)
+//   editor_mask / editor_reference
+//               a file in ComfyUI's input folder (uploaded through /upload/image): an RGBA PNG whose
+//               alpha says where the brush went and whose red says paint (255) or erase (0).
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
+
+const NODE_TYPE = "DragonDiffusion_MaskPointEditor";
+const SUBFOLDER = "dragon_editor";
+const HIT_PX = 9; // screen pixels within which a click grabs a point
+const LAYERS = {
+  mask: { widget: "editor_mask", tint: [255, 70, 70], label: "Mask" },
+  reference: { widget: "editor_reference", tint: [60, 140, 255], label: "Ref" },
+};
+
+function canvas2d(w, h) {
+  const c = document.createElement("canvas");
+  c.width = Math.max(1, w);
+  c.height = Math.max(1, h);
+  return c;
+}
+
+function fnv1a(bytes) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) {
+    h ^= bytes[i];
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}
+
+function viewURL(ref) {
+  const p = new URLSearchParams({ filename: ref.filename, type: ref.type || "input", subfolder: ref.subfolder || "" });
+  return api.apiURL(`/view?${p.toString()}`);
+}
+
+// "sub/name.png [input]" -> {filename, subfolder, type}
+function parseFileValue(value) {
+  let v = String(value || "").trim();
+  let type = "input";
+  const m = v.match(/^(.*) \[(input|output|temp)\]$/);
+  if (m) {
+    v = m[1];
+    type = m[2];
+  }
+  const i = v.lastIndexOf("/");
+  return { filename: i >= 0 ? v.slice(i + 1) : v, subfolder: i >= 0 ? v.slice(0, i) : "", type };
+}
+
+function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error(`could not load ${url}`));
+    img.src = url;
+  });
+}
+
+function button(text, title, onClick) {
+  const b = document.createElement("button");
+  b.textContent = text;
+  b.title = title;
+  b.className = "dragon-btn";
+  b.addEventListener("click", (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    onClick();
+  });
+  return b;
+}
+
+const STYLE = `
+.dragon-editor { display:flex; flex-direction:column; gap:4px; width:100%; height:100%; box-sizing:border-box;
+  font: 12px sans-serif; color: var(--input-text, #ddd); }
+.dragon-bar { display:flex; flex-wrap:wrap; gap:3px; align-items:center; }
+.dragon-btn { background: var(--comfy-input-bg, #222); color: inherit; border: 1px solid var(--border-color, #555);
+  border-radius:4px; padding:2px 6px; cursor:pointer; font-size:12px; }
+.dragon-btn.active { background:#3a6; border-color:#5c8; color:#fff; }
+.dragon-stage { flex:1; min-height:120px; position:relative; display:flex; align-items:center; justify-content:center;
+  background: rgba(0,0,0,0.25); border-radius:4px; overflow:hidden; }
+.dragon-canvas { display:block; touch-action:none; cursor:crosshair; }
+.dragon-status { min-height:16px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; opacity:0.85; }
+.dragon-note { color:#fb3; white-space:normal; }
+`;
+
+class Layer {
+  constructor(key, spec) {
+    this.key = key;
+    this.spec = spec;
+    this.data = canvas2d(1, 1); // what is uploaded: alpha = brushed, red = paint/erase
+    this.paint = canvas2d(1, 1); // display: painted pixels in the tint
+    this.cover = canvas2d(1, 1); // display: every brushed pixel (cuts the upstream overlay)
+    this.upstream = null; // display: the upstream MASK input of the last run, tinted
+    this.scratch = canvas2d(1, 1);
+    this.empty = true;
+  }
+
+  get w() {
+    return this.data.width;
+  }
+
+  get h() {
+    return this.data.height;
+  }
+
+  reset(w, h) {
+    for (const c of [this.data, this.paint, this.cover, this.scratch]) {
+      c.width = w;
+      c.height = h;
+    }
+    this.empty = true;
+  }
+
+  // Rebuild the display canvases from the data canvas (after loading or stretching it).
+  derive() {
+    const { width: w, height: h } = this.data;
+    for (const c of [this.paint, this.cover, this.scratch]) {
+      c.width = w;
+      c.height = h;
+    }
+    const src = this.data.getContext("2d").getImageData(0, 0, w, h).data;
+    const paint = new ImageData(w, h);
+    const cover = new ImageData(w, h);
+    const [tr, tg, tb] = this.spec.tint;
+    let any = false;
+    for (let i = 0; i < src.length; i += 4) {
+      const a = src[i + 3];
+      if (!a) continue;
+      any = true;
+      cover.data[i + 3] = a;
+      paint.data[i] = tr;
+      paint.data[i + 1] = tg;
+      paint.data[i + 2] = tb;
+      paint.data[i + 3] = Math.round((a * src[i]) / 255);
+    }
+    this.paint.getContext("2d").putImageData(paint, 0, 0);
+    this.cover.getContext("2d").putImageData(cover, 0, 0);
+    this.empty = !any;
+  }
+
+  // One brush segment in image pixels.
+  stroke(a, b, radius, erase) {
+    const draw = (ctx, color, op) => {
+      ctx.save();
+      ctx.globalCompositeOperation = op;
+      ctx.strokeStyle = ctx.fillStyle = color;
+      ctx.lineWidth = radius * 2;
+      ctx.lineCap = "round";
+      ctx.beginPath();
+      ctx.moveTo(a.x, a.y);
+      ctx.lineTo(b.x, b.y);
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.arc(b.x, b.y, radius, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.restore();
+    };
+    const [tr, tg, tb] = this.spec.tint;
+    draw(this.data.getContext("2d"), erase ? "#000000" : "#ffffff", "source-over");
+    draw(this.cover.getContext("2d"), "#000000", "source-over");
+    draw(this.paint.getContext("2d"), `rgb(${tr},${tg},${tb})`, erase ? "destination-out" : "source-over");
+    this.empty = false;
+  }
+
+  async setUpstream(url) {
+    if (!url) {
+      this.upstream = null;
+      return;
+    }
+    const img = await loadImage(url);
+    const c = canvas2d(img.naturalWidth, img.naturalHeight);
+    const ctx = c.getContext("2d");
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height);
+    const [tr, tg, tb] = this.spec.tint;
+    for (let i = 0; i < d.data.length; i += 4) {
+      const v = d.data[i];
+      d.data[i] = tr;
+      d.data[i + 1] = tg;
+      d.data[i + 2] = tb;
+      d.data[i + 3] = v;
+    }
+    ctx.putImageData(d, 0, 0);
+    this.upstream = c;
+  }
+
+  // The effective mask as shown: upstream overlay, cut where brushed, plus painted pixels.
+  composite() {
+    const ctx = this.scratch.getContext("2d");
+    ctx.clearRect(0, 0, this.scratch.width, this.scratch.height);
+    if (this.upstream) {
+      ctx.drawImage(this.upstream, 0, 0, this.scratch.width, this.scratch.height);
+      ctx.globalCompositeOperation = "destination-out";
+      ctx.drawImage(this.cover, 0, 0);
+      ctx.globalCompositeOperation = "source-over";
+    }
+    ctx.drawImage(this.paint, 0, 0);
+    return this.scratch;
+  }
+}
+
+class DragonEditor {
+  constructor(node) {
+    this.node = node;
+    this.w = (name) => node.widgets?.find((w) => w.name === name);
+    this.image = null; // HTMLImageElement or null
+    this.W = 0;
+    this.H = 0;
+    this.srcKey = ""; // what is shown: "run:<url>" or "up:<url>"
+    this.upKey = ""; // the last upstream image seen
+    this.points = []; // [[x, y], ...] alternating handle, target, image pixels
+    this.pointsText = null;
+    this.layers = Object.fromEntries(Object.entries(LAYERS).map(([k, s]) => [k, new Layer(k, s)]));
+    this.layerFiles = { mask: null, reference: null }; // the file each layer holds
+    this.tool = "points";
+    this.erase = false;
+    this.brush = 16;
+    this.drag = null; // {kind: "point", index} | {kind: "brush", last, erase}
+    this.hover = null;
+    this.notes = [];
+    this.pending = new Map(); // layer key -> upload promise
+    this.uploadTimers = {};
+    this.buildDOM();
+    this.hideStateWidgets();
+  }
+
+  // ---- DOM --------------------------------------------------------------------------------------
+  buildDOM() {
+    if (!document.getElementById("dragon-editor-style")) {
+      const st = document.createElement("style");
+      st.id = "dragon-editor-style";
+      st.textContent = STYLE;
+      document.head.appendChild(st);
+    }
+    const root = document.createElement("div");
+    root.className = "dragon-editor";
+    const bar = document.createElement("div");
+    bar.className = "dragon-bar";
+    this.toolButtons = {
+      points: button("Points", "Click a handle, then its target. Drag to move; right-click deletes a pair.", () => this.setTool("points")),
+      mask: button("Mask", "Brush the editable/object mask (right button erases).", () => this.setTool("mask")),
+      reference: button("Ref", "Brush the reference region (right button erases).", () => this.setTool("reference")),
+    };
+    Object.values(this.toolButtons).forEach((b) => bar.appendChild(b));
+    this.eraseButton = button("Erase", "Brush erases instead of painting.", () => {
+      this.erase = !this.erase;
+      this.eraseButton.classList.toggle("active", this.erase);
+    });
+    bar.appendChild(this.eraseButton);
+    const size = document.createElement("input");
+    size.type = "range";
+    size.min = "1";
+    size.max = "256";
+    size.value = String(this.brush);
+    size.title = "Brush radius in image pixels";
+    size.className = "dragon-size";
+    size.style.width = "70px";
+    const sizeLabel = document.createElement("span");
+    sizeLabel.textContent = `${this.brush}px`;
+    size.addEventListener("input", () => {
+      this.brush = Number(size.value);
+      sizeLabel.textContent = `${this.brush}px`;
+      this.redraw();
+    });
+    size.addEventListener("pointerdown", (e) => e.stopPropagation());
+    this.sizeInput = size;
+    bar.append(size, sizeLabel);
+    bar.appendChild(button("Undo pt", "Delete the last point.", () => this.setPoints(this.points.slice(0, -1))));
+    bar.appendChild(button("Clear pts", "Delete all points.", () => this.setPoints([])));
+    bar.appendChild(button("Clear mask", "Clear the brush strokes of the current layer (Mask, or Ref when Ref is selected).",
+      () => this.clearLayer(this.tool === "reference" ? "reference" : "mask")));
+    bar.appendChild(button("JSON", "Show or hide the points as JSON text.", () => {
+      const pw = this.w("points");
+      if (pw) {
+        pw.hidden = !pw.hidden;
+        this.node.setSize([this.node.size[0], Math.max(this.node.size[1], this.node.computeSize()[1])]);
+        this.node.setDirtyCanvas(true, true);
+      }
+    }));
+    const stage = document.createElement("div");
+    stage.className = "dragon-stage";
+    const canvas = document.createElement("canvas");
+    canvas.className = "dragon-canvas";
+    stage.appendChild(canvas);
+    const status = document.createElement("div");
+    status.className = "dragon-status";
+    root.append(bar, stage, status);
+    this.root = root;
+    this.stage = stage;
+    this.canvas = canvas;
+    this.status = status;
+    this.setTool("points");
+
+    canvas.addEventListener("pointerdown", (e) => this.onDown(e));
+    canvas.addEventListener("pointermove", (e) => this.onMove(e));
+    canvas.addEventListener("pointerup", (e) => this.onUp(e));
+    canvas.addEventListener("pointercancel", (e) => this.onUp(e));
+    canvas.addEventListener("pointerleave", () => {
+      this.hover = null;
+      this.redraw();
+    });
+    canvas.addEventListener("contextmenu", (e) => {
+      e.preventDefault();
+      e.stopPropagation();
+    });
+    this.resizeObserver = new ResizeObserver(() => this.layout());
+    this.resizeObserver.observe(stage);
+
+    this.widget = this.node.addDOMWidget("dragon_canvas", "dragon_editor", root, {
+      serialize: false,
+      hideOnZoom: false,
+      getMinHeight: () => 260,
+    });
+    this.widget.serialize = false;
+  }
+
+  hideStateWidgets() {
+    for (const name of ["points_size", "editor_mask", "editor_reference", "points"]) {
+      const w = this.w(name);
+      if (!w) continue;
+      w.hidden = true;
+      if (!w.computeLayoutSize && !w.dragonLayout) {
+        // litegraph gives every widget without computeSize a row, hidden or not
+        w.computeSize = function () {
+          return this.hidden ? [0, -4] : [0, LiteGraph.NODE_WIDGET_HEIGHT];
+        };
+        w.dragonLayout = true;
+      } else if (w.computeLayoutSize && !w.dragonLayout) {
+        // a hidden DOM widget (the points textarea) must not keep its space in the node
+        const layout = w.computeLayoutSize;
+        w.computeLayoutSize = function (...args) {
+          return this.hidden ? { minHeight: 0, maxHeight: 0, minWidth: 0 } : layout.apply(this, args);
+        };
+        w.dragonLayout = true;
+      }
+    }
+    for (const [key, spec] of Object.entries(LAYERS)) {
+      const w = this.w(spec.widget);
+      if (!w) continue;
+      // queueing waits for the brush layer's upload to finish
+      w.serializeValue = async () => {
+        await this.pending.get(key);
+        return w.value;
+      };
+    }
+  }
+
+  setTool(tool) {
+    this.tool = tool;
+    for (const [k, b] of Object.entries(this.toolButtons)) b.classList.toggle("active", k === tool);
+    if (this.canvas) this.canvas.style.cursor = tool === "points" ? "crosshair" : "none";
+    this.redraw();
+  }
+
+  layout() {
+    const W = this.W || 1;
+    const H = this.H || 1;
+    const box = this.stage.getBoundingClientRect();
+    // layout size (unscaled by the graph zoom): offsetWidth/Height
+    const sw = this.stage.clientWidth;
+    const sh = this.stage.clientHeight;
+    if (!sw || !sh || !box) return;
+    const s = Math.min(sw / W, sh / H);
+    const cw = Math.max(1, Math.floor(W * s));
+    const ch = Math.max(1, Math.floor(H * s));
+    this.canvas.style.width = `${cw}px`;
+    this.canvas.style.height = `${ch}px`;
+    const dpr = window.devicePixelRatio || 1;
+    const pw = Math.max(1, Math.round(cw * dpr));
+    const ph = Math.max(1, Math.round(ch * dpr));
+    if (this.canvas.width !== pw || this.canvas.height !== ph) {
+      this.canvas.width = pw;
+      this.canvas.height = ph;
+    }
+    this.redraw();
+  }
+
+  // ---- coordinates ------------------------------------------------------------------------------
+  // client (screen) position -> image pixel; correct at any graph zoom because the canvas's
+  // bounding rectangle is measured after the zoom transform.
+  toImage(e) {
+    const r = this.canvas.getBoundingClientRect();
+    const x = ((e.clientX - r.left) / r.width) * this.W;
+    const y = ((e.clientY - r.top) / r.height) * this.H;
+    return { x, y, px: Math.min(this.W - 1, Math.max(0, Math.floor(x))), py: Math.min(this.H - 1, Math.max(0, Math.floor(y))) };
+  }
+
+  screenPerImage() {
+    const r = this.canvas.getBoundingClientRect();
+    return r.width / Math.max(1, this.W);
+  }
+
+  hit(p) {
+    const tol = HIT_PX / Math.max(1e-6, this.screenPerImage());
+    let best = -1;
+    let bestD = tol;
+    this.points.forEach(([x, y], i) => {
+      const d = Math.hypot(x + 0.5 - p.x, y + 0.5 - p.y);
+      if (d <= bestD) {
+        best = i;
+        bestD = d;
+      }
+    });
+    return best;
+  }
+
+  // ---- pointer ----------------------------------------------------------------------------------
+  onDown(e) {
+    e.preventDefault();
+    e.stopPropagation();
+    if (!this.W) return;
+    const p = this.toImage(e);
+    if (this.tool === "points") {
+      const i = this.hit(p);
+      if (e.button === 2) {
+        if (i >= 0) {
+          const pair = i - (i % 2);
+          this.setPoints(this.points.filter((_, j) => j !== pair && j !== pair + 1));
+        }
+        return;
+      }
+      if (e.button !== 0) return;
+      if (i >= 0) {
+        this.drag = { kind: "point", index: i };
+      } else {
+        this.setPoints([...this.points, [p.px, p.py]]);
+        this.drag = { kind: "point", index: this.points.length - 1 };
+      }
+      this.canvas.setPointerCapture(e.pointerId);
+      return;
+    }
+    if (e.button !== 0 && e.button !== 2) return;
+    const erase = this.erase !== (e.button === 2);
+    this.drag = { kind: "brush", last: p, erase };
+    this.layers[this.tool].stroke(p, p, this.brush, erase);
+    this.canvas.setPointerCapture(e.pointerId);
+    this.redraw();
+  }
+
+  onMove(e) {
+    const p = this.toImage(e);
+    this.hover = p;
+    if (this.drag?.kind === "point") {
+      e.stopPropagation();
+      const pts = this.points.slice();
+      pts[this.drag.index] = [p.px, p.py];
+      this.points = pts;
+    } else if (this.drag?.kind === "brush") {
+      e.stopPropagation();
+      this.layers[this.tool].stroke(this.drag.last, p, this.brush, this.drag.erase);
+      this.drag.last = p;
+    }
+    this.redraw();
+  }
+
+  onUp(e) {
+    const d = this.drag;
+    this.drag = null;
+    if (!d) return;
+    e.stopPropagation();
+    if (d.kind === "point") this.setPoints(this.points);
+    else this.scheduleUpload(this.tool);
+  }
+
+  // ---- state <-> widgets ------------------------------------------------------------------------
+  setPoints(points) {
+    this.points = points;
+    const text = JSON.stringify(points.map(([x, y]) => ({ x, y })));
+    const pw = this.w("points");
+    if (pw) pw.value = text;
+    this.pointsText = text;
+    const sw = this.w("points_size");
+    if (sw && this.W) sw.value = points.length ? `${this.W}x${this.H}` : "";
+    this.node.setDirtyCanvas(true, true);
+    this.redraw();
+  }
+
+  // Re-read the points widget when it changed outside the editor (typed JSON, workflow load).
+  syncPoints() {
+    const text = this.w("points")?.value ?? "[]";
+    if (text === this.pointsText) return;
+    this.pointsText = text;
+    try {
+      const data = JSON.parse(text || "[]");
+      const pts = [];
+      for (const p of data) {
+        if (Array.isArray(p?.handle) && Array.isArray(p?.target)) {
+          pts.push([+p.handle[0], +p.handle[1]], [+p.target[0], +p.target[1]]);
+        } else if (p && typeof p === "object" && "x" in p && "y" in p) {
+          pts.push([+p.x, +p.y]);
+        } else if (Array.isArray(p) && p.length === 2) {
+          pts.push([+p[0], +p[1]]);
+        } else {
+          throw new Error("bad point");
+        }
+      }
+      this.points = pts.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+      this.setNote("json", null);
+    } catch {
+      this.points = [];
+      this.setNote("json", "The points text is not valid JSON; the canvas shows no points.");
+    }
+  }
+
+  setNote(key, text) {
+    this.notes = this.notes.filter((n) => n.key !== key);
+    if (text) this.notes.push({ key, text });
+    this.redraw();
+  }
+
+  clearLayer(key) {
+    const lay = this.layers[key];
+    lay.reset(this.W || lay.w, this.H || lay.h);
+    this.layerFiles[key] = null;
+    const w = this.w(LAYERS[key].widget);
+    if (w) w.value = "";
+    this.redraw();
+  }
+
+  scheduleUpload(key) {
+    clearTimeout(this.uploadTimers[key]);
+    let release;
+    const gate = new Promise((r) => (release = r));
+    this.pending.set(key, gate);
+    this.uploadTimers[key] = setTimeout(() => {
+      this.upload(key).catch((err) => this.setNote("upload", `Mask upload failed: ${err.message}`)).finally(release);
+    }, 150);
+  }
+
+  async upload(key) {
+    const lay = this.layers[key];
+    const w = this.w(LAYERS[key].widget);
+    const ctx = lay.data.getContext("2d");
+    const px = ctx.getImageData(0, 0, lay.w, lay.h).data;
+    let any = false;
+    for (let i = 3; i < px.length; i += 4) {
+      if (px[i]) {
+        any = true;
+        break;
+      }
+    }
+    if (!any) {
+      if (w) w.value = "";
+      this.layerFiles[key] = null;
+      return;
+    }
+    const name = `${key}_${lay.w}x${lay.h}_${fnv1a(px)}.png`;
+    const value = `${SUBFOLDER}/${name}`;
+    if (w?.value === value) return;
+    const blob = await new Promise((r) => lay.data.toBlob(r, "image/png"));
+    const body = new FormData();
+    body.append("image", blob, name);
+    body.append("subfolder", SUBFOLDER);
+    body.append("type", "input");
+    body.append("overwrite", "true");
+    const resp = await api.fetchApi("/upload/image", { method: "POST", body });
+    if (resp.status !== 200) throw new Error(`${resp.status} ${resp.statusText}`);
+    const res = await resp.json();
+    const saved = res.subfolder ? `${res.subfolder}/${res.name}` : res.name;
+    this.layerFiles[key] = saved;
+    if (w) w.value = saved;
+    this.setNote("upload", null);
+  }
+
+  // Load the brush layers named by the widgets (workflow load), once per file name.
+  async syncLayers() {
+    for (const [key, spec] of Object.entries(LAYERS)) {
+      const value = this.w(spec.widget)?.value || "";
+      if (value === (this.layerFiles[key] || "")) continue;
+      this.layerFiles[key] = value || null;
+      const lay = this.layers[key];
+      if (!value) {
+        lay.reset(this.W || 1, this.H || 1);
+        continue;
+      }
+      try {
+        const img = await loadImage(viewURL(parseFileValue(value)));
+        lay.reset(img.naturalWidth, img.naturalHeight);
+        lay.data.getContext("2d").drawImage(img, 0, 0);
+        lay.derive();
+        if (this.W) this.fitLayer(key);
+        this.setNote(`load-${key}`, null);
+      } catch (err) {
+        this.setNote(`load-${key}`, `${spec.label} layer ${value} could not be loaded.`);
+      }
+    }
+    this.redraw();
+  }
+
+  // Stretch a layer painted on another image size onto the current one (and upload the result).
+  fitLayer(key) {
+    const lay = this.layers[key];
+    if (lay.w === this.W && lay.h === this.H) return;
+    if (lay.empty) {
+      lay.reset(this.W, this.H);
+      return;
+    }
+    const old = canvas2d(lay.w, lay.h);
+    old.getContext("2d").drawImage(lay.data, 0, 0);
+    const note = `${LAYERS[key].label} strokes were painted on a ${lay.w}x${lay.h} image; stretched to ${this.W}x${this.H}.`;
+    lay.reset(this.W, this.H);
+    lay.data.getContext("2d").drawImage(old, 0, 0, this.W, this.H);
+    lay.derive();
+    this.setNote(`fit-${key}`, note);
+    this.scheduleUpload(key);
+  }
+
+  // ---- the image --------------------------------------------------------------------------------
+  async setImage(url, key) {
+    if (key === this.srcKey) return;
+    this.srcKey = key;
+    let img;
+    try {
+      img = await loadImage(url);
+    } catch {
+      if (this.srcKey === key) this.setNote("image", "The image could not be loaded.");
+      return;
+    }
+    if (this.srcKey !== key) return;
+    this.setNote("image", null);
+    this.image = img;
+    this.adoptSize(img.naturalWidth, img.naturalHeight);
+  }
+
+  adoptSize(W, H) {
+    this.syncPoints();
+    const sizeW = this.w("points_size");
+    const m = String(sizeW?.value || "").match(/^\s*(\d+)\s*[xX×]\s*(\d+)\s*$/);
+    this.W = W;
+    this.H = H;
+    if (m && this.points.length && (+m[1] !== W || +m[2] !== H)) {
+      const sx = W / +m[1];
+      const sy = H / +m[2];
+      const pts = this.points.map(([x, y]) => [
+        Math.min(W - 1, Math.max(0, Math.floor(x * sx))),
+        Math.min(H - 1, Math.max(0, Math.floor(y * sy))),
+      ]);
+      this.setNote("rescale", `The image is now ${W}x${H} (the points were placed on ${m[1]}x${m[2]}): points rescaled.`);
+      this.setPoints(pts);
+    } else if (this.points.length && sizeW && !m) {
+      sizeW.value = `${W}x${H}`;
+    }
+    for (const key of Object.keys(LAYERS)) this.fitLayer(key);
+    this.layout();
+  }
+
+  // Called every frame the node is drawn: follow an upstream Load Image before any run.
+  poll() {
+    this.syncPoints();
+    const layersWanted = Object.entries(LAYERS).some(([k, s]) => (this.w(s.widget)?.value || "") !== (this.layerFiles[k] || ""));
+    if (layersWanted && !this.loadingLayers) {
+      this.loadingLayers = this.syncLayers().finally(() => (this.loadingLayers = null));
+    }
+    const slot = this.node.inputs?.findIndex((i) => i.name === "image") ?? -1;
+    const src = slot >= 0 ? this.node.getInputNode(slot) : null;
+    let url = "";
+    if (src) {
+      const iw = src.widgets?.find((w) => w.name === "image" && typeof w.value === "string" && w.value);
+      if (iw && /LoadImage/.test(src.type || src.comfyClass || "")) url = viewURL(parseFileValue(iw.value));
+      else if (src.imgs?.[0]?.src) url = src.imgs[0].src;
+    }
+    if (url && url !== this.upKey) {
+      this.upKey = url;
+      this.setImage(url, `up:${url}`);
+    }
+  }
+
+  async onExecuted(message) {
+    const st = message?.dragon_editor?.[0];
+    if (!st) return;
+    await Promise.all([
+      this.layers.mask.setUpstream(st.mask ? viewURL(st.mask) : null),
+      this.layers.reference.setUpstream(st.reference ? viewURL(st.reference) : null),
+    ]).catch(() => this.setNote("image", "The upstream mask could not be loaded."));
+    this.setNote("backend", (st.notes || []).join(" ") || null);
+    await this.setImage(viewURL(st.image), `run:${st.image.subfolder}/${st.image.filename}`);
+    this.redraw();
+  }
+
+  // ---- drawing ----------------------------------------------------------------------------------
+  redraw() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
+      this.draw();
+    });
+  }
+
+  draw() {
+    const c = this.canvas;
+    const ctx = c.getContext("2d");
+    ctx.clearRect(0, 0, c.width, c.height);
+    if (!this.W) {
+      this.status.textContent = "Run the graph, or connect a Load Image, to show the image here.";
+      return;
+    }
+    const k = c.width / this.W; // canvas pixels per image pixel
+    if (this.image) ctx.drawImage(this.image, 0, 0, c.width, c.height);
+    ctx.save();
+    ctx.globalAlpha = 0.45;
+    ctx.imageSmoothingEnabled = false;
+    for (const key of ["reference", "mask"]) {
+      const lay = this.layers[key];
+      if (lay.w === this.W && lay.h === this.H) ctx.drawImage(lay.composite(), 0, 0, c.width, c.height);
+    }
+    ctx.restore();
+    const dpr = window.devicePixelRatio || 1;
+    const screenK = this.screenPerImage() || 1; // screen pixels per image pixel
+    const u = (c.width / Math.max(1, c.getBoundingClientRect().width)) || dpr; // canvas px per screen px
+    const r = 5 * u;
+    const at = ([x, y]) => [(x + 0.5) * k, (y + 0.5) * k];
+    for (let i = 0; i + 1 < this.points.length; i += 2) {
+      const [x0, y0] = at(this.points[i]);
+      const [x1, y1] = at(this.points[i + 1]);
+      const ang = Math.atan2(y1 - y0, x1 - x0);
+      ctx.strokeStyle = "#ffe640";
+      ctx.fillStyle = "#ffe640";
+      ctx.lineWidth = 2 * u;
+      ctx.beginPath();
+      ctx.moveTo(x0, y0);
+      ctx.lineTo(x1, y1);
+      ctx.stroke();
+      ctx.beginPath();
+      ctx.moveTo(x1, y1);
+      ctx.lineTo(x1 - 12 * u * Math.cos(ang - 0.4), y1 - 12 * u * Math.sin(ang - 0.4));
+      ctx.lineTo(x1 - 12 * u * Math.cos(ang + 0.4), y1 - 12 * u * Math.sin(ang + 0.4));
+      ctx.closePath();
+      ctx.fill();
+    }
+    this.points.forEach((p, i) => {
+      const [x, y] = at(p);
+      ctx.fillStyle = i % 2 ? "#2a5cf5" : "#f22";
+      ctx.strokeStyle = "#fff";
+      ctx.lineWidth = 1.5 * u;
+      ctx.beginPath();
+      ctx.arc(x, y, r, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.stroke();
+    });
+    if (this.hover && this.tool !== "points") {
+      ctx.strokeStyle = "#fff";
+      ctx.lineWidth = 1 * u;
+      ctx.beginPath();
+      ctx.arc(this.hover.x * k, this.hover.y * k, this.brush * k, 0, Math.PI * 2);
+      ctx.stroke();
+    }
+    const pairs = Math.floor(this.points.length / 2);
+    const waiting = this.points.length % 2 ? " · click the target" : "";
+    const pos = this.hover ? ` · (${this.hover.px}, ${this.hover.py})` : "";
+    this.status.textContent = `${this.W}x${this.H} · ${pairs} pair${pairs === 1 ? "" : "s"}${waiting}${pos}`;
+    for (const n of this.notes) {
+      const d = document.createElement("div");
+      d.className = "dragon-note";
+      d.textContent = n.text;
+      this.status.appendChild(d);
+    }
+    void screenK;
+  }
+
+  remove() {
+    this.resizeObserver?.disconnect();
+    for (const t of Object.values(this.uploadTimers)) clearTimeout(t);
+  }
+}
+
+app.registerExtension({
+  name: "DragonDiffusion.MaskPointEditor",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name !== NODE_TYPE) return;
+    const created = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const r = created?.apply(this, arguments);
+      this.dragonEditor = new DragonEditor(this);
+      // The canvas already shows the image with live overlays: skip the frontend's image preview
+      // below the node (the backend still sends the preview image, for the queue/history UI).
+      this.onDrawBackground = function () {};
+      this.setSize([Math.max(this.size[0], 420), Math.max(this.size[1], 480)]);
+      return r;
+    };
+    const executed = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      executed?.apply(this, arguments);
+      this.dragonEditor?.onExecuted(message);
+    };
+    const configure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const r = configure?.apply(this, arguments);
+      const ed = this.dragonEditor;
+      if (ed) {
+        ed.hideStateWidgets();
+        ed.pointsText = null;
+        ed.syncPoints();
+        ed.syncLayers();
+      }
+      return r;
+    };
+    const drawFg = nodeType.prototype.onDrawForeground;
+    nodeType.prototype.onDrawForeground = function () {
+      const r = drawFg?.apply(this, arguments);
+      this.dragonEditor?.poll();
+      return r;
+    };
+    const removed = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function () {
+      this.dragonEditor?.remove();
+      return removed?.apply(this, arguments);
+    };
+  },
+});
