@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -32,6 +33,10 @@ BRUSH = 6
 
 
 def _chromium() -> str | None:
+    """Debian's chromium on PATH, or the executable named by DRAGON_CHROMIUM."""
+    if os.environ.get("DRAGON_CHROMIUM"):
+        path = os.environ["DRAGON_CHROMIUM"]
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -43,7 +48,7 @@ def _have_playwright() -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)  # autouse + session: checked before the server starts
 def chromium() -> str:
     """Debian's chromium and Playwright, installed by scripts/browser-env if missing, or a SKIP with the reason."""
     if not (_chromium() and _have_playwright()):
@@ -53,6 +58,8 @@ def chromium() -> str:
             pytest.skip(f"browser test: scripts/browser-env could not run ({e})")
     chrome = _chromium()
     why = STATUS.read_text().strip() if STATUS.exists() else "scripts/browser-env left no status"
+    if not chrome and os.environ.get("DRAGON_CHROMIUM"):
+        pytest.skip(f"browser test: DRAGON_CHROMIUM={os.environ['DRAGON_CHROMIUM']} is not an executable")
     if not chrome:
         pytest.skip(f"browser test: Debian's chromium is not installed here ({why})")
     if not _have_playwright():
@@ -61,7 +68,7 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def page(server, chromium):
+def page(chromium, server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -162,7 +169,7 @@ def _node_clip(pg, nid: str) -> dict:
     }""", nid)
 
 
-def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(server, page, capsys):
+def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(page, server, capsys):
     pg = page
     _test_image(server.input_dir / "dragon_browser.png", W, H)
     _test_image(server.input_dir / "dragon_browser_2x.png", 2 * W, 2 * H)
