@@ -28,6 +28,7 @@ from .types import CATEGORY, DragonPointsType
 
 NODE = "Mask/Point Editor"
 MAX_SIDE = 16384
+LOAD_IMAGE_NO_MASK = (64, 64)  # ComfyUI's Load Image returns zeros of this shape when the picture has no alpha
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
@@ -136,10 +137,17 @@ def compose(base: torch.Tensor | None, layer, height: int, width: int) -> torch.
     return (below * (1 - cover) + value * cover).clamp(0, 1)
 
 
-def _fit(input_name: str, m: torch.Tensor | None, w: int, h: int) -> None:
-    if m is not None and tuple(m.shape) != (h, w):
-        raise DragonInputError(NODE, input_name, f"is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}.",
-                               "Paint the mask on this image or resize it to match.")
+def _fit(input_name: str, m: torch.Tensor | None, w: int, h: int, notes: list[str]) -> torch.Tensor | None:
+    """The upstream mask if it matches the image. Load Image's placeholder for a picture without alpha (64x64
+    zeros) counts as no mask, with a note; any other size mismatch is an error."""
+    if m is None or tuple(m.shape) == (h, w):
+        return m
+    if tuple(m.shape) == LOAD_IMAGE_NO_MASK and float(m.max()) == 0.0:
+        notes.append(f"The {input_name} input is an empty {m.shape[1]}x{m.shape[0]} mask (Load Image gives one for a "
+                     f"picture without alpha); it is ignored.")
+        return None
+    raise DragonInputError(NODE, input_name, f"is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}.",
+                           "Paint the mask on this image or resize it to match.")
 
 
 def _save_temp(img: torch.Tensor, prefix: str) -> dict:
@@ -214,10 +222,8 @@ class MaskPointEditor(io.ComfyNode):
         if placed != (w, h) and pairs:
             pairs = scale_points(pairs, placed, (w, h))
             notes.append(f"The points were placed on a {placed[0]}x{placed[1]} image; rescaled to this {w}x{h} image.")
-        base = single_mask(NODE, "mask", mask)
-        _fit("mask", base, w, h)
-        base_ref = single_mask(NODE, "reference", reference)
-        _fit("reference", base_ref, w, h)
+        base = _fit("mask", single_mask(NODE, "mask", mask), w, h, notes)
+        base_ref = _fit("reference", single_mask(NODE, "reference", reference), w, h, notes)
         layer = load_layer("editor_mask", editor_mask, w, h)
         layer_ref = load_layer("editor_reference", editor_reference, w, h)
         notes += [lay[2] for lay in (layer, layer_ref) if lay is not None and lay[2]]

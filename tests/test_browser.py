@@ -29,6 +29,8 @@ W, H = 128, 96
 ZOOM = 1.25  # not 1: clicks must land on the same image pixels whatever the graph zoom
 PAIRS = [((20, 30), (50, 40)), ((100, 70), (90, 20))]
 STROKE = ((30.5, 60.5), (90.5, 60.5))  # image pixels, continuous coordinates
+ERASE = ((100.5, 14.5), (116.5, 14.5))  # right-button stroke across the upstream mask
+BOX = (96, 4, 120, 24)  # x0, y0, x1, y1: transparent in the PNG, so Load Image's MASK is 1 there
 BRUSH = 6
 
 
@@ -87,10 +89,13 @@ def page(chromium, server):
         browser.close()
 
 
-def _test_image(path: Path, w: int, h: int) -> None:
+def _test_image(path: Path, w: int, h: int, box=None) -> None:
     y, x = np.mgrid[0:h, 0:w]
-    rgb = np.stack([(x * 255 // max(1, w - 1)), (y * 255 // max(1, h - 1)), ((x + y) % 64) * 4], -1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
+    alpha = np.full((h, w), 255)
+    if box:
+        alpha[box[1]:box[3], box[0]:box[2]] = 0
+    rgba = np.stack([(x * 255 // max(1, w - 1)), (y * 255 // max(1, h - 1)), ((x + y) % 64) * 4, alpha], -1)
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(path)
 
 
 BUILD = """([zoom]) => {
@@ -99,7 +104,7 @@ BUILD = """([zoom]) => {
   li.widgets.find(w => w.name === "image").value = "dragon_browser.png";
   const ed = LiteGraph.createNode("DragonDiffusion_MaskPointEditor"); ed.pos = [340, 0]; g.add(ed);
   ed.setSize([480, 500]);
-  li.connect(0, ed, 0);
+  li.connect(0, ed, 0); li.connect(1, ed, 1);
   const sv = LiteGraph.createNode("DragonTest_SaveTensor"); sv.pos = [900, 0]; g.add(sv);
   sv.widgets.find(w => w.name === "name").value = "browser_mask";
   ed.connect(0, sv, sv.inputs.findIndex(i => i.name === "mask"));
@@ -118,7 +123,8 @@ def _state(pg, nid: str) -> dict:
       const lay = e.layers.mask; let painted = 0;
       if (lay.w > 1) { const d = lay.data.getContext("2d").getImageData(0, 0, lay.w, lay.h).data;
         for (let i = 3; i < d.length; i += 4) painted += d[i] > 0; }
-      return {W: e.W, H: e.H, points: e.points, painted, widgets: {points: v("points"), points_size: v("points_size"),
+      const up = lay.upstream ? [lay.upstream.width, lay.upstream.height] : null;
+      return {W: e.W, H: e.H, points: e.points, painted, upstream: up, widgets: {points: v("points"), points_size: v("points_size"),
               editor_mask: v("editor_mask"), editor_reference: v("editor_reference")},
               notes: Array.from(document.querySelectorAll(".dragon-note")).map(d => d.textContent)};
     }""", nid)
@@ -171,7 +177,7 @@ def _node_clip(pg, nid: str) -> dict:
 
 def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(page, server, capsys):
     pg = page
-    _test_image(server.input_dir / "dragon_browser.png", W, H)
+    _test_image(server.input_dir / "dragon_browser.png", W, H, BOX)
     _test_image(server.input_dir / "dragon_browser_2x.png", 2 * W, 2 * H)
     ids = pg.evaluate(BUILD, [ZOOM])
     ed, save = ids["editor"], ids["save"]
@@ -206,6 +212,10 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     pg.mouse.down()
     pg.mouse.move(*_screen(box, *STROKE[1]), steps=12)
     pg.mouse.up()
+    pg.mouse.move(*_screen(box, *ERASE[0]))
+    pg.mouse.down(button="right")
+    pg.mouse.move(*_screen(box, *ERASE[1]), steps=6)
+    pg.mouse.up(button="right")
     st = _wait(pg, ed, lambda s: s["widgets"]["editor_mask"].startswith("dragon_editor/"), "the mask upload")
     uploaded = server.input_dir / st["widgets"]["editor_mask"]
     assert uploaded.is_file(), uploaded
@@ -224,16 +234,20 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     got = h["outputs"][ed]["dragon_editor"][0]
     assert got["points"] == [[*hd, *tg] for hd, tg in PAIRS]
     assert (got["width"], got["height"]) == (W, H) and got["notes"] == []
-    _wait(pg, ed, lambda s: s["W"] == W, "the editor after the run")
+    _wait(pg, ed, lambda s: s["W"] == W and s["upstream"] == [W, H], "the editor after the run, with the upstream mask")
     time.sleep(0.5)
     pg.screenshot(path=str(ARTIFACTS / "mask_point_editor_after_run.png"), clip=_node_clip(pg, ed))
     mask = load_file(h["outputs"][save]["tensors"][0]["path"])["mask"][0].numpy()
     assert mask.shape == (H, W)
     yy, xx = np.mgrid[0:H, 0:W]
     dist = _seg_dist(xx + 0.5, yy + 0.5, *STROKE)
+    erased = _seg_dist(xx + 0.5, yy + 0.5, *ERASE)
+    in_box = (xx >= BOX[0]) & (xx < BOX[2]) & (yy >= BOX[1]) & (yy < BOX[3])
     assert (mask[dist <= BRUSH - 1.5] > 0.5).all(), "the stroke is not covered"
-    assert (mask[dist >= BRUSH + 1.5] == 0).all(), "the mask spills outside the stroke"
-    area = float((mask > 0.5).sum())
+    assert (mask[(dist >= BRUSH + 1.5) & ~in_box] == 0).all(), "the mask spills outside the stroke"
+    assert (mask[in_box & (erased >= BRUSH + 1.5)] == 1).all(), "the upstream mask (Load Image's alpha) is lost"
+    assert (mask[in_box & (erased <= BRUSH - 1.5)] == 0).all(), "the erase stroke did not cut the upstream mask"
+    area = float((mask[~in_box] > 0.5).sum())
     want = 2 * BRUSH * 60 + math.pi * BRUSH ** 2
     assert abs(area - want) < 0.12 * want, (area, want)
 

@@ -171,3 +171,16 @@ def test_old_inputs_still_work(ed):
     m[:, 4:8, 4:8] = 1
     out = ed.MaskPointEditor.execute(_img(), '[{"x": 1, "y": 2}, {"x": 3, "y": 4}]', m)
     assert torch.equal(out.args[0], m) and len(out.args[1].pairs) == 1 and out.args[2].shape == (1, H, W, 3)
+
+
+def test_load_images_empty_placeholder_mask_counts_as_none_other_mismatches_are_errors(ed, errors):
+    """Load Image gives a 64x64 zero mask for a picture without alpha: that is 'no mask', said in a note."""
+    out = _run(ed, "[]", mask=torch.zeros(1, 64, 64))
+    assert out.args[0].shape == (1, H, W) and out.args[0].sum() == 0
+    assert any("empty 64x64 mask" in n for n in out.ui["dragon_editor"][0]["notes"])
+    with pytest.raises(errors.DragonInputError, match="'mask': is 64x64 but the image is 48x32"):
+        _run(ed, "[]", mask=torch.ones(1, 64, 64))
+    with pytest.raises(errors.DragonInputError, match="'mask': is 16x16 but the image is 48x32"):
+        _run(ed, "[]", mask=torch.zeros(1, 16, 16))  # only Load Image's placeholder is let through
+    with pytest.raises(errors.DragonInputError, match="'reference': is 64x64 but the image is 48x32"):
+        _run(ed, "[]", reference=torch.ones(1, 64, 64))
