@@ -23,6 +23,7 @@ OUTPUTS = {
     "SaveImage": [],
     "DragonDiffusion_DDIMInvert": [("inversion", "DRAGON_INVERSION"), ("noise", "LATENT")],
     "DragonDiffusion_MaskPointEditor": [("mask", "MASK"), ("points", "DRAGON_POINTS"), ("preview", "IMAGE")],
+    "DragonDiffusion_Landmarks": [("points", "DRAGON_POINTS"), ("preview", "IMAGE")],
     "DragonDiffusion_GuidanceSetup": [("guidance", "DRAGON_GUIDANCE")],
     "DragonDiffusion_CrossBranchAttention": [("MODEL", "MODEL")],
     "DragonDiffusion_Sampler": [("LATENT", "LATENT")],
@@ -30,37 +31,72 @@ OUTPUTS = {
 INPUT_TYPES = {"model": "MODEL", "clip": "CLIP", "vae": "VAE", "pixels": "IMAGE", "samples": "LATENT", "images": "IMAGE",
                "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "inversion": "DRAGON_INVERSION",
                "guidance": "DRAGON_GUIDANCE", "image": "IMAGE", "mask": "MASK", "object_mask": "MASK",
-               "points": "DRAGON_POINTS"}
+               "points": "DRAGON_POINTS", "reference_mask": "MASK", "reference_inversion": "DRAGON_INVERSION"}
 SETUP_DEFAULTS = [("offset_x", 0), ("offset_y", 0), ("scale", 1.0), ("energy_scale", -1.0), ("w_edit", -1.0),
                   ("w_content", -1.0), ("w_contrast", -1.0), ("w_inpaint", -1.0), ("schedule", "diffeditor"),
                   ("guidance_start", 0.0), ("guidance_end", 0.6), ("sde_strength", -1.0)]
 
 
-def graph(mode: str, points: list, setup: dict, prompt: str) -> list:
+CKPT = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors"}
+CROSS_IMAGE = ("paste", "appearance")
+
+
+def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15", landmarks=None,
+          ref_prompt: str = "a photo") -> list:
+    """The example graph of one mode. paste/appearance add the reference image (with its object painted in
+    Load Image's mask editor), its own prompt and DDIM Invert; landmark takes its pairs from Dragon Landmarks."""
     setup_w = [("mode", mode)] + [(k, setup.get(k, v)) for k, v in SETUP_DEFAULTS]
-    guide_links = {"object_mask": (5, 0), "points": (5, 1)}
-    return [
-        (1, "CheckpointLoaderSimple", [("ckpt_name", "v1-5-pruned-emaonly.safetensors")], {}),
+    guide_links = {"points": (5, 1)} if mode == "paste" else {"object_mask": (5, 0), "points": (5, 1)}
+    steps = 50
+    window = [("mode", "auto"), ("start", 0.0), ("end", 0.72)] if mode in CROSS_IMAGE else \
+        [("mode", "auto"), ("start", 0.1), ("end", 1.0)]
+    if mode == "landmark":
+        src, dst = landmarks
+        editor = (5, "DragonDiffusion_Landmarks", [("source_points", json.dumps(src)), ("target_points", json.dumps(dst)),
+                                                   ("part", "face")], {"image": (2, 0)})
+        guide_links = {"points": (5, 0)}
+    else:
+        editor = (5, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(points))], {"image": (2, 0), "mask": (2, 1)})
+    nodes = [
+        (1, "CheckpointLoaderSimple", [("ckpt_name", CKPT[family])], {}),
         (2, "LoadImage", [("image", "example.png"), ("upload", "image")], {}),
         (3, "CLIPTextEncode", [("text", prompt)], {"clip": (1, 1)}),
         (4, "CLIPTextEncode", [("text", "")], {"clip": (1, 1)}),
-        (5, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(points))], {"image": (2, 0), "mask": (2, 1)}),
+        editor,
         (6, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 2)}),
-        (7, "DragonDiffusion_DDIMInvert", [("steps", 50)], {"model": (1, 0), "positive": (3, 0), "latent": (6, 0)}),
+        (7, "DragonDiffusion_DDIMInvert", [("steps", steps)], {"model": (1, 0), "positive": (3, 0), "latent": (6, 0)}),
         (8, "DragonDiffusion_GuidanceSetup", setup_w, guide_links),
-        (9, "DragonDiffusion_CrossBranchAttention", [("mode", "auto"), ("start", 0.1), ("end", 1.0)], {"model": (1, 0)}),
-        (10, "DragonDiffusion_Sampler", [("steps", 50), ("cfg", 4.0), ("seed", 42), ("control_after_generate", "fixed")],
+        (9, "DragonDiffusion_CrossBranchAttention", window, {"model": (1, 0)}),
+        (10, "DragonDiffusion_Sampler", [("steps", steps), ("cfg", 5.0 if mode == "appearance" else 4.0), ("seed", 42),
+                                         ("control_after_generate", "fixed")],
          {"model": (9, 0), "positive": (3, 0), "negative": (4, 0), "inversion": (7, 0), "guidance": (8, 0)}),
         (11, "VAEDecode", [], {"samples": (10, 0), "vae": (1, 2)}),
         (12, "SaveImage", [("filename_prefix", f"dragon_{mode}")], {"images": (11, 0)}),
     ]
+    if mode in CROSS_IMAGE:
+        nodes += [
+            (13, "LoadImage", [("image", "reference.png"), ("upload", "image")], {}),
+            (14, "VAEEncode", [], {"pixels": (13, 0), "vae": (1, 2)}),
+            (15, "CLIPTextEncode", [("text", ref_prompt)], {"clip": (1, 1)}),
+            (16, "DragonDiffusion_DDIMInvert", [("steps", steps)], {"model": (1, 0), "positive": (15, 0), "latent": (14, 0)}),
+        ]
+        guide_links.update(reference_mask=(13, 1), reference_inversion=(16, 0))
+    return nodes
 
 
+FACE_SRC = [[180, 300], [200, 360], [240, 410], [300, 430], [360, 410], [400, 360], [420, 300]]
+FACE_DST = [[170, 300], [185, 370], [230, 425], [300, 445], [370, 425], [415, 370], [430, 300]]
 EXAMPLES = {
     "dragon_move": ("move", [], {"offset_x": 96, "offset_y": 0}, "a photo"),
     "dragon_resize": ("resize", [], {"scale": 1.3}, "a photo"),
     "dragon_drag": ("drag", [{"x": 200, "y": 260}, {"x": 260, "y": 240}], {}, "a photo"),
+    "dragon_remove": ("remove", [], {}, "a photo"),
+    "dragon_paste": ("paste", [], {"offset_x": 120, "offset_y": 40, "scale": 0.8}, "a photo"),
+    "dragon_appearance": ("appearance", [], {}, "a photo"),
+    "dragon_landmark": ("landmark", [], {}, "a photo of a human face"),
 }
+# SDXL: the same graphs with an SDXL checkpoint (the nodes find SDXL's layers and conditioning themselves)
+SDXL_EXAMPLES = ("dragon_move", "dragon_drag", "dragon_remove", "dragon_paste", "dragon_appearance", "dragon_landmark")
 
 
 def api_format(nodes: list) -> dict:
@@ -100,10 +136,13 @@ def ui_format(nodes: list) -> dict:
 
 def render() -> dict[str, str]:
     files = {}
-    for name, (mode, points, setup, prompt) in EXAMPLES.items():
-        nodes = graph(mode, points, setup, prompt)
-        files[f"{name}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
-        files[f"{name}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
+    variants = [(name, "sd15") for name in EXAMPLES] + [(name, "sdxl") for name in SDXL_EXAMPLES]
+    for name, family in variants:
+        mode, points, setup, prompt = EXAMPLES[name]
+        nodes = graph(mode, points, setup, prompt, family, landmarks=(FACE_SRC, FACE_DST))
+        fname = name if family == "sd15" else f"{name}_sdxl"
+        files[f"{fname}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
+        files[f"{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
     return files
 
 

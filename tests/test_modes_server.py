@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -97,3 +98,75 @@ def test_mode_bad_input_is_a_node_error(server, case, node, match):
     err = server.error_of(server.run(prompt))
     assert err["node_type"] == node and match in err["exception_message"], err["exception_message"]
     assert "Dragon" in err["exception_message"]
+
+
+WF_FULL = 448  # the example workflows' points and offsets are for images of about this size ...
+WF_SIZE = 160  # ... run smaller (tiny SD1 has full-resolution attention): coordinates scaled by WF_SIZE / WF_FULL
+BOXES = {"example.png": (100, 100, 200, 200), "reference.png": (240, 220, 330, 330)}
+
+
+def _scaled(v):
+    f = WF_SIZE / WF_FULL
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return int(v * f)
+    if isinstance(v, list):
+        return [_scaled(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _scaled(x) for k, x in v.items()}
+    return v
+
+
+def workflow_on_tiny_model(fname: str, family: str) -> tuple[dict, str]:
+    """An example API workflow with the checkpoint, images, text encoders and VAE swapped for test nodes."""
+    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / fname).read_text())
+    out: dict = {}
+    remap: dict = {}  # (node id, output index) -> new link
+    extra = 1000
+    for nid, node in wf.items():
+        ct, inp = node["class_type"], node["inputs"]
+        if ct == "CheckpointLoaderSimple":
+            out[nid] = {"class_type": "DragonTest_TinyModel", "inputs": {"family": family, "seed": 0}}
+        elif ct == "CLIPTextEncode":
+            out[nid] = {"class_type": "DragonTest_RandomConditioning", "inputs": {"family": family, "seed": int(nid)}}
+        elif ct == "LoadImage":
+            out[nid] = {"class_type": "EmptyImage", "inputs": dict(width=WF_SIZE, height=WF_SIZE, batch_size=1,
+                                                                   color=int(nid) * 1000 + (family == "sdxl"))}
+            x0, y0, x1, y1 = _scaled(list(BOXES[inp["image"]]))
+            extra += 1
+            out[str(extra)] = {"class_type": "DragonTest_BoxMask",
+                               "inputs": dict(width=WF_SIZE, height=WF_SIZE, x0=x0, y0=y0, x1=x1, y1=y1)}
+            remap[(nid, 1)] = [str(extra), 0]
+        elif ct == "VAEEncode":
+            out[nid] = {"class_type": "DragonTest_SceneLatent",
+                        "inputs": dict(seed=int(nid), width=WF_SIZE, height=WF_SIZE, channels=4, batch=1)}
+        elif ct == "VAEDecode":
+            save_src = inp["samples"]
+        elif ct == "SaveImage":
+            save_id = nid
+        else:
+            out[nid] = {"class_type": ct, "inputs": dict(inp)}
+            if "steps" in inp:
+                out[nid]["inputs"]["steps"] = STEPS
+            for k in ("offset_x", "offset_y"):
+                if k in inp:
+                    out[nid]["inputs"][k] = _scaled(inp[k])
+            for k in ("points", "source_points", "target_points"):
+                if isinstance(inp.get(k), str):
+                    out[nid]["inputs"][k] = json.dumps(_scaled(json.loads(inp[k])))
+    out[save_id] = {"class_type": "DragonTest_SaveTensor", "inputs": {"name": f"wf_{fname}_{family}",
+                                                                      "latent": save_src}}
+    for node in out.values():
+        for k, v in node["inputs"].items():
+            if isinstance(v, list) and len(v) == 2 and (v[0], v[1]) in remap:
+                node["inputs"][k] = remap[(v[0], v[1])]
+    return out, save_id
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("mode", ["remove", "paste", "appearance", "landmark"])
+def test_example_api_workflow_runs_on_a_tiny_model(server, mode, family):
+    fname = f"dragon_{mode}.api.json" if family == "sd1" else f"dragon_{mode}_sdxl.api.json"
+    prompt, save = workflow_on_tiny_model(fname, family)
+    h = server.run_ok(prompt, timeout=600)
+    lat = load_file(h["outputs"][save]["tensors"][0]["path"])["latent"]
+    assert lat.shape == (1, 4, WF_SIZE // 8, WF_SIZE // 8) and lat.isfinite().all()
