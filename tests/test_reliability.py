@@ -30,19 +30,20 @@ MASK = (16, 12, 36, 30)
 # graphs
 
 
-def _base(g: Graph, latent_seed: int = 3):
-    model = g.node("DragonTest_TinyModel", family="sd1", seed=0)
+def _base(g: Graph, latent_seed: int = 3, model_seed: int = 0):
+    model = g.node("DragonTest_TinyModel", family="sd1", seed=model_seed)
     cond = g.node("DragonTest_RandomConditioning", family="sd1", seed=1)
     lat = g.node("DragonTest_SceneLatent", seed=latent_seed, width=W, height=H, channels=4, batch=1)
     return model, cond, lat
 
 
-def add_edit(g: Graph, model, cond, lat, name: str, seed: int = 42, offset_x: int = 12, fault=None) -> str:
+def add_edit(g: Graph, model, cond, lat, name: str, seed: int = 42, offset_x: int = 12, fault=None,
+             steps: int = STEPS) -> str:
     """Appends a move edit on `model` (optionally through a DragonTest_GuidanceFault) and its save node."""
     img = g.node("EmptyImage", width=W, height=H, batch_size=1, color=0)
     mask = g.node("DragonTest_BoxMask", width=W, height=H, x0=MASK[0], y0=MASK[1], x1=MASK[2], y1=MASK[3])
     editor = g.node("DragonDiffusion_MaskPointEditor", image=[img, 0], points="[]", mask=[mask, 0])
-    inv = g.node("DragonDiffusion_DDIMInvert", model=[model, 0], positive=[cond, 0], latent=[lat, 0], steps=STEPS)
+    inv = g.node("DragonDiffusion_DDIMInvert", model=[model, 0], positive=[cond, 0], latent=[lat, 0], steps=steps)
     guide = g.node("DragonDiffusion_GuidanceSetup", mode="move", object_mask=[editor, 0], points=[editor, 1],
                    offset_x=offset_x, offset_y=0, scale=1.0, energy_scale=-1.0, w_edit=-1.0, w_content=-1.0,
                    w_contrast=-1.0, w_inpaint=-1.0, schedule="diffeditor", guidance_start=0.0, guidance_end=0.6,
@@ -52,14 +53,14 @@ def add_edit(g: Graph, model, cond, lat, name: str, seed: int = 42, offset_x: in
         m = g.node("DragonTest_GuidanceFault", model=[model, 0], **fault)
     patched = g.node("DragonDiffusion_CrossBranchAttention", model=[m, 0], mode="auto", start=0.1, end=1.0)
     out = g.node("DragonDiffusion_Sampler", model=[patched, 0], positive=[cond, 0], negative=[cond, 0],
-                 inversion=[inv, 0], guidance=[guide, 0], steps=STEPS, cfg=4.0, seed=seed)
+                 inversion=[inv, 0], guidance=[guide, 0], steps=steps, cfg=4.0, seed=seed)
     return g.node("DragonTest_SaveTensor", name=name, latent=[out, 0])
 
 
-def ksampler_prompt(nonce: int) -> tuple[dict, str, str, str]:
+def ksampler_prompt(nonce: int, model_seed: int) -> tuple[dict, str, str, str]:
     """A stock KSampler on the shared tiny MODEL; ModelReports before and after it (nonce forces a re-run)."""
     g = Graph()
-    model, cond, lat = _base(g)
+    model, cond, lat = _base(g, model_seed=model_seed)
     before = g.node("DragonTest_ModelReport", model=[model, 0], nonce=nonce)
     ks = g.node("KSampler", model=[before, 0], seed=5, steps=4, cfg=4.0, sampler_name="euler", scheduler="normal",
                 positive=[cond, 0], negative=[cond, 0], latent_image=[lat, 0], denoise=1.0)
@@ -80,8 +81,11 @@ def _kinds(h: dict) -> list[str]:
 # isolation through the server
 
 
+ISO_MODEL = 11  # a MODEL no other test uses: its first KSampler run is a fresh one
+
+
 def _run_ksampler(server, nonce):
-    prompt, save, before, after = ksampler_prompt(nonce)
+    prompt, save, before, after = ksampler_prompt(nonce, ISO_MODEL)
     h = server.run_ok(prompt)
     return _tensor(h, save), h["outputs"][before], h["outputs"][after]
 
@@ -89,16 +93,16 @@ def _run_ksampler(server, nonce):
 def test_shared_model_is_untouched_after_good_failed_and_interrupted_dragon_runs(server):
     fresh, rep0, rep0_after = _run_ksampler(server, 0)
     state0 = rep0["state"][0]
-    assert state0["wrapped_modules"] == 0 and state0["weight_wrappers"] == 0
+    assert state0["wrapped_modules"] == 0 and state0["weight_wrappers"] == 0, state0
 
     # 1) a good edit on the same MODEL
     g = Graph()
-    save = add_edit(g, *_base(g), name="iso_good")
+    save = add_edit(g, *_base(g, model_seed=ISO_MODEL), name="iso_good")
     assert _tensor(server.run_ok(g.prompt()), save).isfinite().all()
 
     # 2) an edit that raises inside the guidance (gradient) pass
     g = Graph()
-    add_edit(g, *_base(g), name="iso_raise", fault=dict(action="raise", delay=0.0, marker=""))
+    add_edit(g, *_base(g, model_seed=ISO_MODEL), name="iso_raise", fault=dict(action="raise", delay=0.0, marker=""))
     err = server.error_of(server.run(g.prompt()))
     assert err["node_type"] == "DragonDiffusion_Sampler" and "injected fault in the guidance step" in \
         err["exception_message"], err
@@ -106,7 +110,8 @@ def test_shared_model_is_untouched_after_good_failed_and_interrupted_dragon_runs
     # 3) an edit interrupted through POST /interrupt in the middle of sampling
     marker = server.output_dir / "iso_interrupt.marker"
     g = Graph()
-    add_edit(g, *_base(g), name="iso_interrupt", fault=dict(action="slow", delay=0.03, marker=marker.name))
+    add_edit(g, *_base(g, model_seed=ISO_MODEL), name="iso_interrupt",
+             fault=dict(action="slow", delay=0.03, marker=marker.name))
     pid = server.submit(g.prompt())
     end = time.time() + 120
     while not marker.exists():
@@ -126,7 +131,7 @@ def test_shared_model_is_untouched_after_good_failed_and_interrupted_dragon_runs
         assert rep_after["state"][0] == rep0_after["state"][0] and rep_after["state"][0]["wrapped_modules"] == 0
     # and the server keeps going: the good edit again (new seed) succeeds
     g = Graph()
-    save = add_edit(g, *_base(g), name="iso_good_again", seed=43)
+    save = add_edit(g, *_base(g, model_seed=ISO_MODEL), name="iso_good_again", seed=43)
     assert _tensor(server.run_ok(g.prompt()), save).isfinite().all()
 
 
@@ -310,7 +315,7 @@ def test_twenty_edits_do_not_grow_peak_memory(server):
         g = Graph()
         model, cond, _ = _base(g)
         lat = g.node("DragonTest_SceneLatent", seed=100 + i, width=W, height=H, channels=4, batch=1)
-        save = add_edit(g, model, cond, lat, name=f"mem_{i}", seed=i, offset_x=8 + 4 * (i % 3))
+        save = add_edit(g, model, cond, lat, name=f"mem_{i}", seed=i, offset_x=8 + 4 * (i % 3), steps=4)
         h = server.run_ok(g.prompt())
         assert _tensor(h, save).isfinite().all()
         figures.append(_rss(server.proc.pid))
@@ -329,7 +334,7 @@ def test_ten_prompts_queued_at_once_all_complete_with_their_outputs(server):
     ids = {}
     for i in range(10):
         g = Graph()
-        save = add_edit(g, *_base(g), name=f"load_{i}", seed=1000 + i)
+        save = add_edit(g, *_base(g), name=f"load_{i}", seed=1000 + i, steps=4)
         ids[server.submit(g.prompt())] = (save, i)
     assert len(ids) == 10
     outs = {}
