@@ -656,6 +656,11 @@ class DragonEditor {
   // Called every frame the node is drawn: follow an upstream Load Image before any run.
   poll() {
     this.syncPoints();
+    if (!this.W && !this.image) {
+      // a reloaded workflow before any image: show the points on a blank canvas of the size they were made on
+      const m = String(this.w("points_size")?.value || "").match(/^\s*(\d+)\s*[xX×]\s*(\d+)\s*$/);
+      if (m && +m[1] > 0 && +m[2] > 0) this.adoptSize(+m[1], +m[2]);
+    }
     const layersWanted = Object.entries(LAYERS).some(([k, s]) => (this.w(s.widget)?.value || "") !== (this.layerFiles[k] || ""));
     if (layersWanted && !this.loadingLayers) {
       this.loadingLayers = this.syncLayers().finally(() => (this.loadingLayers = null));
@@ -714,7 +719,6 @@ class DragonEditor {
     }
     ctx.restore();
     const dpr = window.devicePixelRatio || 1;
-    const screenK = this.screenPerImage() || 1; // screen pixels per image pixel
     const u = (c.width / Math.max(1, c.getBoundingClientRect().width)) || dpr; // canvas px per screen px
     const r = 5 * u;
     const at = ([x, y]) => [(x + 0.5) * k, (y + 0.5) * k];
@@ -756,14 +760,14 @@ class DragonEditor {
     const pairs = Math.floor(this.points.length / 2);
     const waiting = this.points.length % 2 ? " · click the target" : "";
     const pos = this.hover ? ` · (${this.hover.px}, ${this.hover.py})` : "";
-    this.status.textContent = `${this.W}x${this.H} · ${pairs} pair${pairs === 1 ? "" : "s"}${waiting}${pos}`;
+    const blank = this.image ? "" : " · no image yet: run the graph or connect a Load Image";
+    this.status.textContent = `${this.W}x${this.H} · ${pairs} pair${pairs === 1 ? "" : "s"}${waiting}${pos}${blank}`;
     for (const n of this.notes) {
       const d = document.createElement("div");
       d.className = "dragon-note";
       d.textContent = n.text;
       this.status.appendChild(d);
     }
-    void screenK;
   }
 
   remove() {
