@@ -195,7 +195,8 @@ class DragonGuidanceSetup(io.ComfyNode):
                                        "points, no mask (faces, poses)."),
                 io.Mask.Input("object_mask", optional=True,
                               tooltip="move/resize/remove/appearance: the object in the base image. drag: the region allowed to "
-                                      "change (optional; empty or unconnected = around the drags). paste/landmark: not used."),
+                                      "change (optional; empty or unconnected = around the drags). landmark: optional, the region outside which "
+                                      "w_content holds the image (default: around the points). paste: not used."),
                 DragonPointsType.Input("points", optional=True,
                                        tooltip="Handle->target pairs from the Mask/Point Editor or Dragon Landmarks. move/resize/"
                                                "paste: one pair may give the offset. drag/landmark: the pairs to move."),
