@@ -276,4 +276,12 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     assert big["points"] == [[2 * x, 2 * y] for pair in PAIRS for (x, y) in pair]
     assert any("rescaled" in n for n in big["notes"]), big["notes"]
     assert pg.locator(".dragon-note", has_text="rescaled").first.is_visible()
+
+    # the buttons: Clear mask (the Mask tool is selected) and Clear pts empty the state that is sent
+    pg.locator(".dragon-editor button", has_text="Clear mask").first.click()
+    pg.locator(".dragon-editor button", has_text="Clear pts").first.click()
+    time.sleep(0.5)  # past the upload delay: a cancelled upload must not bring the strokes back
+    st = _state(pg, ed)
+    assert st["painted"] == 0 and st["points"] == [], st
+    assert st["widgets"]["editor_mask"] == "" and json.loads(st["widgets"]["points"]) == [], st["widgets"]
     assert not pg.dragon_errors, pg.dragon_errors

@@ -518,6 +518,11 @@ class DragonEditor {
   }
 
   clearLayer(key) {
+    clearTimeout(this.uploadTimers[key]); // drop a pending upload of the strokes being cleared
+    this.releases?.[key]?.();
+    if (this.releases) this.releases[key] = null;
+    this.uploadSeq = this.uploadSeq || {};
+    this.uploadSeq[key] = (this.uploadSeq[key] || 0) + 1;
     const lay = this.layers[key];
     lay.reset(this.W || lay.w, this.H || lay.h);
     this.layerFiles[key] = null;
@@ -526,17 +531,26 @@ class DragonEditor {
     this.redraw();
   }
 
+  // Upload shortly after the last stroke; a queue in between waits for it (serializeValue).
   scheduleUpload(key) {
     clearTimeout(this.uploadTimers[key]);
-    let release;
-    const gate = new Promise((r) => (release = r));
-    this.pending.set(key, gate);
+    if (!this.releases) this.releases = {};
+    if (!this.releases[key]) {
+      // one gate per burst of strokes, released when the upload that follows them is done
+      this.pending.set(key, new Promise((r) => (this.releases[key] = r)));
+    }
     this.uploadTimers[key] = setTimeout(() => {
-      this.upload(key).catch((err) => this.setNote("upload", `Mask upload failed: ${err.message}`)).finally(release);
+      const release = this.releases[key];
+      this.releases[key] = null;
+      this.upload(key)
+        .catch((err) => this.setNote("upload", `Mask upload failed: ${err.message}`))
+        .finally(release);
     }, 150);
   }
 
   async upload(key) {
+    this.uploadSeq = this.uploadSeq || {};
+    const seq = (this.uploadSeq[key] = (this.uploadSeq[key] || 0) + 1);
     const lay = this.layers[key];
     const w = this.w(LAYERS[key].widget);
     const ctx = lay.data.getContext("2d");
@@ -565,6 +579,7 @@ class DragonEditor {
     const resp = await api.fetchApi("/upload/image", { method: "POST", body });
     if (resp.status !== 200) throw new Error(`${resp.status} ${resp.statusText}`);
     const res = await resp.json();
+    if (seq !== this.uploadSeq[key]) return; // a later upload of newer strokes wins
     const saved = res.subfolder ? `${res.subfolder}/${res.name}` : res.name;
     this.layerFiles[key] = saved;
     if (w) w.value = saved;
