@@ -52,6 +52,8 @@ class CrossBranchAttentionPatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mode, start, end) -> io.NodeOutput:
+        if mode not in ("auto", "replace", "concat"):  # ComfyUI does not check V3 combo values
+            raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose auto, replace or concat.")
         if not 0.0 <= start < end <= 1.0:
             raise DragonInputError(NODE, "start/end", f"need 0 <= start < end <= 1, got start={start}, end={end}.")
         m, _ = patch_model(model, mode, start, end)

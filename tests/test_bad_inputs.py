@@ -30,7 +30,8 @@ GOOD_DRAG = [{"x": 20, "y": 20}, {"x": 30, "y": 24}]
 def build(mode="move", points=None, mask_box=(16, 12, 36, 30), mask_size=(W, H), image_size=(W, H),
           image_batch=1, latent_size=(W, H), latent_channels=4, latent_batch=1, family="sd1", sampler_family=None,
           patch_family=None, sampler_model_seed=0, invert_steps=STEPS, sampler_steps=STEPS, poison=None,
-          patch=dict(mode="auto", start=0.1, end=1.0), cfg=4.0, reference_box=None, color=0, **setup):
+          patch=dict(mode="auto", start=0.1, end=1.0), cfg=4.0, reference_box=None, reference_size=(W, H), color=0,
+          **setup):
     """One edit graph (editor -> setup -> invert -> patch -> sampler -> save) with overrides."""
     g = Graph()
     model = g.node("DragonTest_TinyModel", family=family, seed=0)
@@ -71,7 +72,8 @@ def build(mode="move", points=None, mask_box=(16, 12, 36, 30), mask_size=(W, H),
     if mask_out is not None:
         guide_inputs["object_mask"] = [editor, 0]
     if reference_box is not None:
-        r = g.node("DragonTest_BoxMask", width=W, height=H, x0=reference_box[0], y0=reference_box[1],
+        r = g.node("DragonTest_BoxMask", width=reference_size[0], height=reference_size[1], x0=reference_box[0],
+                   y0=reference_box[1],
                    x1=reference_box[2], y1=reference_box[3])
         guide_inputs["reference_region"] = [r, 0]
     guide = g.node(CLASS[SETUP], **guide_inputs)
@@ -129,6 +131,11 @@ CASES = [
     case("move-two-pairs", dict(points=_pts(4)), SETUP, "points", "takes one handle->target pair"),
     case("reference-inside-object", dict(reference_box=(16, 12, 36, 30)), SAMPLER, "reference_region",
          "covers no pixels outside the object", SETUP),
+    case("reference-size-mismatch", dict(reference_box=(0, 0, 8, 8), reference_size=(W * 2, H * 2)), SETUP,
+         "object_mask", "sizes disagree"),
+    case("mode-unknown", dict(mode="warp"), SETUP, "mode", "unknown mode 'warp'"),
+    case("schedule-unknown", dict(schedule="fast"), SETUP, "schedule", "unknown schedule 'fast'"),
+    case("patch-mode-unknown", dict(patch=dict(mode="sideways", start=0.1, end=1.0)), PATCH, "mode", "unknown mode"),
     case("energy-scale-negative", dict(energy_scale=-0.5), SETUP, "energy_scale", "must be >= 0 (or -1"),
     case("weight-negative", dict(w_content=-0.25), SETUP, "w_content", "must be >= 0"),
     case("energy-scale-nan", dict(energy_scale=float("nan")), SETUP, "energy_scale", "finite"),
