@@ -278,10 +278,14 @@ ALLOWED_FILE_ACCESS = {
 }
 
 
+SHIPPED = ("__init__.py", "nodes", "dragon_core", "toy")  # what ComfyUI loads (tests/, scripts/, bench/ are dev tools)
+
+
 def _pack_files() -> list[Path]:
-    skip = {"tests", "scripts", ".comfyui", ".venv", ".git", "node_modules", "web", "workflows"}
-    return sorted(p for p in REPO.rglob("*.py") if not (set(p.relative_to(REPO).parts[:-1]) & skip)
-                  and not any(part.startswith(".") for part in p.relative_to(REPO).parts))
+    files = [REPO / "__init__.py"]
+    for d in SHIPPED[1:]:
+        files += [p for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts]
+    return sorted(files)
 
 
 def _name(node: ast.AST) -> str:
