@@ -266,3 +266,62 @@ def test_kv_selector_falls_back_to_own_tokens_for_an_unknown_layout():
     k = torch.randn(2, 7, 3)  # 7 tokens: no grid of the latent
     ks, vs = sel(k, k, {})
     assert torch.equal(ks, k[:1])
+
+
+# ---------------------------------------------------------------- Guidance Setup (in ComfyUI)
+
+@pytest.mark.parametrize("mode,kwargs,match", [
+    ("remove", dict(), "'object_mask': remove needs object_mask"),
+    ("remove", dict(object_mask=torch.zeros(1, H, W)), "'object_mask': is empty"),
+    ("paste", dict(ref=True), "'reference_inversion': paste needs"),
+    ("paste", dict(inv=True), "'reference_mask': paste needs"),
+    ("appearance", dict(object_mask="obj", inv=True, reference_mask=torch.zeros(1, H, W)), "'reference_mask': is empty"),
+    ("appearance", dict(object_mask="obj", inv=True, reference_mask=torch.ones(1, 32, 32)),
+     "'reference_mask': sizes disagree"),
+    ("paste", dict(ref=True, inv=True, offset_x=4, pair=True), "'points': give the offset either"),
+    ("landmark", dict(object_mask="obj"), "'points': landmark needs"),
+])
+def test_guidance_setup_refuses_bad_mode_inputs(comfy, mode, kwargs, match):
+    gd = comfy.module("nodes.guidance")
+    sp = comfy.module("dragon_core.spec")
+    errors = comfy.module("dragon_core.errors")
+    inv_cls = comfy.module("dragon_core.inversion").Inversion
+    kw = dict(kwargs)
+    if kw.pop("ref", False):
+        kw["reference_mask"] = _box(16, 16, 32, 32)[None]
+    if kw.pop("inv", False):
+        i = _inv(1)
+        kw["reference_inversion"] = inv_cls(latents=i.latents, sigmas=i.sigmas, model_key="m",
+                                            latent_shape=i.latent_shape)
+    if kw.get("object_mask") == "obj":
+        kw["object_mask"] = _box(16, 16, 32, 32)[None]
+    if kw.pop("pair", False):
+        kw["points"] = sp.DragPoints(pairs=(sp.PointPair((1.0, 1.0), (9.0, 9.0)),), width=W, height=H)
+    with pytest.raises(errors.DragonInputError) as e:
+        gd.build_spec(mode, **kw)
+    assert "Dragon Guidance Setup" in str(e.value) and match in str(e.value), str(e.value)
+
+
+def test_guidance_setup_builds_each_new_mode_with_its_defaults(comfy):
+    gd = comfy.module("nodes.guidance")
+    sp = comfy.module("dragon_core.spec")
+    inv_cls = comfy.module("dragon_core.inversion").Inversion
+    i = _inv(1)
+    inv = inv_cls(latents=i.latents, sigmas=i.sigmas, model_key="m", latent_shape=i.latent_shape)
+    obj, ref = _box(16, 16, 32, 32)[None], _box(64, 16, 96, 48)[None]
+    pts = sp.DragPoints(pairs=(sp.PointPair((10.0, 10.0), (20.0, 12.0)),), width=W, height=H)
+    specs = {
+        "remove": gd.build_spec("remove", object_mask=obj),
+        "paste": gd.build_spec("paste", reference_mask=ref, reference_inversion=inv, points=pts),
+        "appearance": gd.build_spec("appearance", object_mask=obj, reference_mask=ref, reference_inversion=inv),
+        "landmark": gd.build_spec("landmark", points=pts, object_mask=torch.zeros(1, H, W)),
+    }
+    for mode, spec in specs.items():
+        d = sp.MODE_DEFAULTS[mode]
+        assert (spec.energy_scale, spec.w_edit, spec.w_content, spec.kv_mode) == (d.energy_scale, d.w_edit,
+                                                                                  d.w_content, d.kv_mode)
+        assert (spec.width, spec.height) == (W, H)
+    assert specs["paste"].offset == (10.0, 2.0) and specs["paste"].pairs == ()  # the pair gave the offset
+    assert specs["landmark"].object_mask is None  # an empty editor mask means none
+    assert specs["landmark"].sde_strength == 0.2
+    assert specs["remove"].reference_inversion is None
