@@ -1,0 +1,67 @@
+"""The pack's main job on the project's own toy model, with no download.
+
+Starts the real ComfyUI with the pack and the toy model's nodes, runs the example drag workflow
+(workflows/toy_drag.api.json) on a generated scene and writes before/after images.
+Run it through scripts/demo, which builds the environment first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import comfy_server  # noqa: E402
+
+WORKFLOW = ROOT / "workflows" / "toy_drag.api.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seed", type=int, default=1000, help="which generated scene to edit")
+    ap.add_argument("--out", default=str(ROOT / "demo_output"), help="where the before/after images go")
+    ap.add_argument("--serve", action="store_true",
+                    help="keep ComfyUI running afterwards (open the printed address; load workflows/toy_drag.json)")
+    args = ap.parse_args()
+    comfy_server.ensure_environment()
+    prompt = json.loads(WORKFLOW.read_text())
+    for node in prompt.values():
+        if node["class_type"] == "DragonToy_Scene":
+            node["inputs"]["seed"] = args.seed
+    work = Path(tempfile.mkdtemp(prefix="dragon_demo_"))
+    print("starting ComfyUI (CPU) with the pack and the toy model ...", flush=True)
+    srv = comfy_server.start(work, [ROOT / "toy"], threads=2)
+    try:
+        t0 = time.time()
+        h = srv.run_ok(prompt, timeout=900)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for nid, node in prompt.items():
+            if node["class_type"] != "SaveImage":
+                continue
+            for p in srv.image_paths(h, nid):
+                dst = out / (node["inputs"]["filename_prefix"].split("/")[-1] + ".png")
+                shutil.copyfile(p, dst)
+                written.append(dst)
+        print(f"edited scene {args.seed} in {time.time() - t0:.1f} s (drag: the red handle to the blue target)")
+        for p in written:
+            print("wrote", p)
+        if args.serve:
+            print(f"ComfyUI is running at {srv.url} (Ctrl-C to stop); drop workflows/toy_drag.json on the canvas.")
+            while srv.proc.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

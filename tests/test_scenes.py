@@ -1,0 +1,81 @@
+"""The synthetic scenes and the benchmark's metrics: exact ground truth, deterministic, fair scores."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO / "toy"))
+from dragon_toy import scenes  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("bench_quality", REPO / "scripts" / "bench_quality.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+@pytest.mark.parametrize("mode", scenes.MODES)
+def test_cases_are_deterministic_and_distinct(mode):
+    a, b, c = scenes.make_case(mode, 3), scenes.make_case(mode, 3), scenes.make_case(mode, 4)
+    assert torch.equal(a.source, b.source) and torch.equal(a.expected, b.expected)
+    assert not torch.equal(a.source, c.source)
+    assert a.source.shape == (3, scenes.SIZE, scenes.SIZE) and 0 <= a.source.min() and a.source.max() <= 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_move_ground_truth_is_the_shape_shifted_by_the_offset(seed):
+    c = scenes.make_case("move", seed)
+    dx, dy = (int(v) for v in c.offset)
+    assert 6 <= (dx * dx + dy * dy) ** 0.5 <= 10.5
+    assert torch.equal(torch.roll(c.source_region, (dy, dx), (0, 1)), c.target_region)
+    outside = bench._dilate(c.source_region + c.target_region, 2) == 0
+    assert torch.allclose(c.source[:, outside], c.expected[:, outside])
+
+
+def test_resize_and_removal_ground_truth():
+    r = scenes.make_case("resize", 2)
+    ratio = (r.target_region.sum() / r.source_region.sum()).item()
+    assert abs(ratio - r.scale ** 2) < 0.25 * r.scale ** 2
+    rm = scenes.make_case("remove", 2)
+    assert torch.equal(rm.expected, rm.background) and rm.target_region.sum() == 0
+
+
+@pytest.mark.parametrize("mode", scenes.MODES)
+def test_ground_truth_scores_perfectly(mode):
+    c = scenes.make_case(mode, 1)
+    s = bench.score(c, c.expected)
+    assert s["full_psnr"] == 99.0 and s["bg_psnr"] == 99.0
+    if "iou" in s:
+        assert s["iou"] > 0.8 and s["centroid_err"] < 0.6 and s["in_target"] > 0.95
+    if "ghost" in s:
+        assert s["ghost"] == 0 and s["vacated_texture_err"] < 1e-6
+
+
+def test_metrics_catch_a_wrong_edit():
+    c = scenes.make_case("move", 5)
+    untouched = bench.score(c, c.source)  # nothing moved: the object is a ghost, the target is empty
+    assert untouched["ghost"] > 0.9 and untouched["iou"] < 0.3 and untouched["centroid_err"] > 5
+    flipped = scenes.make_case("move", 5)
+    flipped.offset = (-c.offset[0], -c.offset[1])
+    wrong = bench.score(c, bench.copy_paste(flipped, fill=True))
+    assert wrong["iou"] < 0.3
+
+
+def test_texture_error_does_not_reward_a_flat_fill():
+    """A hole filled with the ring's mean colour matches the background's mean but not its texture."""
+    c = scenes.make_case("remove", 7)
+    flat = bench.score(c, bench.copy_paste(c, fill=True))
+    perfect = bench.score(c, c.background)
+    assert flat["vacated_texture_err"] > perfect["vacated_texture_err"] + 0.01
+    assert flat["ghost"] == 0
+
+
+def test_copy_paste_baseline_moves_the_object():
+    c = scenes.make_case("move", 6)
+    s = bench.score(c, bench.copy_paste(c, fill=True))
+    assert s["iou"] > 0.8 and s["centroid_err"] < 0.6 and s["ghost"] == 0
+    hole = bench.score(c, bench.copy_paste(c, fill=False))
+    assert hole["ghost"] > 0.5

@@ -1,0 +1,84 @@
+"""The toy model and its synthetic scenes as ComfyUI nodes, for the demo and the quality benchmark.
+
+Not part of the pack's node list: ComfyUI loads this folder only when it is named in an
+extra_model_paths.yaml `custom_nodes:` entry (scripts/demo and the benchmark do that), so users
+who install the pack never see these nodes.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from . import model as toy_model
+from . import scenes
+
+CATEGORY = "DragonDiffusion/toy"
+
+
+def _image(chw: torch.Tensor) -> torch.Tensor:
+    """[3, H, W] -> ComfyUI IMAGE [1, H, W, 3]."""
+    return chw.permute(1, 2, 0)[None].contiguous().float()
+
+
+class ToyModelLoader:
+    """MODEL, VAE and an (empty) CONDITIONING of the project's toy pixel-space model."""
+
+    DESCRIPTION = "Loads the project's small pixel-space diffusion model (32x32 synthetic scenes, no download)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL", "VAE", "CONDITIONING")
+    RETURN_NAMES = ("model", "vae", "conditioning")
+    OUTPUT_TOOLTIPS = ("The toy UNet (ComfyUI's SD UNet class, eps prediction, SD noise schedule).",
+                       "Pixel-space conversion VAE (image*2-1).",
+                       "One zero token: the model is unconditional; use it as positive and negative.")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self):
+        return toy_model.load_model_patcher(), toy_model.pixel_vae(), toy_model.empty_conditioning()
+
+
+class ToyScene:
+    """A benchmark scene with its ground truth, drawn from (mode, seed)."""
+
+    DESCRIPTION = "Draws a seeded 32x32 synthetic scene, the exact expected result of an edit, and its inputs."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mode": (list(scenes.MODES), {"tooltip": "Which edit the scene is set up for."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Scene number."}),
+        }}
+
+    RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "MASK", "STRING", "INT", "INT", "FLOAT")
+    RETURN_NAMES = ("image", "expected", "object_mask", "reference", "reference_mask", "points", "offset_x",
+                    "offset_y", "scale")
+    OUTPUT_TOOLTIPS = (
+        "The image to edit.", "The exact correct result of the edit.", "The object, as a user would paint it.",
+        "paste/appearance: the other image (else the image itself).", "The object in the reference image.",
+        "drag: handle/target pairs as the Mask/Point Editor's JSON.", "Offset of the edit, pixels.",
+        "Offset of the edit, pixels.", "resize: scale factor.")
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+
+    def draw(self, mode: str, seed: int):
+        c = scenes.make_case(mode, seed)
+        ref = c.reference if c.reference is not None else c.source
+        ref_mask = c.reference_mask if c.reference_mask is not None else torch.zeros_like(c.object_mask)
+        points = json.dumps([{"x": x, "y": y} for (x, y) in c.points])
+        return (_image(c.source), _image(c.expected), c.object_mask[None].float(), _image(ref), ref_mask[None].float(),
+                points, int(c.offset[0]), int(c.offset[1]), float(c.scale))
+
+
+NODE_CLASS_MAPPINGS = {
+    "DragonToy_ModelLoader": ToyModelLoader,
+    "DragonToy_Scene": ToyScene,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "DragonToy_ModelLoader": "Toy Model Loader (DragonDiffusion demo)",
+    "DragonToy_Scene": "Toy Scene (DragonDiffusion demo)",
+}

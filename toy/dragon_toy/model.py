@@ -1,0 +1,82 @@
+"""The toy model: ComfyUI's own SD UNet architecture, small, in pixel space.
+
+It is an SD1.5-type model (eps prediction, SD's scaled-linear betas, the same UNetModel class,
+SpatialTransformer self/cross-attention) with 3 channels at 32/16/8 px instead of 4 latent
+channels, so the pack's nodes run on it exactly as on SD. Its "VAE" is ComfyUI's pixel-space
+conversion (image*2-1). It is unconditional: the conditioning is one zero token.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+CONTEXT_DIM = 32
+WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "dragon_toy_unet.safetensors")
+
+UNET_CONFIG = dict(
+    use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
+    in_channels=3, out_channels=3, model_channels=32, num_res_blocks=[1, 1, 1], channel_mult=[1, 2, 4],
+    transformer_depth=[0, 1, 1], transformer_depth_output=[0, 0, 1, 1, 1, 1], transformer_depth_middle=1,
+    context_dim=CONTEXT_DIM, use_linear_in_transformer=False, num_head_channels=32, num_heads=-1,
+    adm_in_channels=None, use_temporal_resblock=False, use_temporal_attention=False,
+)
+
+# SD1.5's training noise schedule
+BETA_START, BETA_END, TIMESTEPS = 0.00085, 0.012, 1000
+
+
+def alphas_cumprod() -> torch.Tensor:
+    betas = torch.linspace(BETA_START ** 0.5, BETA_END ** 0.5, TIMESTEPS, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def build_unet(dtype=torch.float32):
+    """A freshly initialised UNetModel (ComfyUI's class) for training."""
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    cfg = {k: v for k, v in UNET_CONFIG.items()}
+    unet = UNetModel(**cfg, dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init)
+    for m in unet.modules():  # ComfyUI skips initialisation; use PyTorch's defaults
+        for base in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.GroupNorm, torch.nn.LayerNorm):
+            if isinstance(m, base):
+                base.reset_parameters(m)
+                break
+    with torch.no_grad():  # start as the zero predictor at the output, a common stabiliser
+        unet.out[-1].weight.zero_()
+        unet.out[-1].bias.zero_()
+    return unet
+
+
+def load_model_patcher(path: str = WEIGHTS):
+    """The trained toy model as a ComfyUI MODEL (ModelPatcher), like a checkpoint loader gives."""
+    import comfy.latent_formats
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    import comfy.utils
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"toy model weights not found at {path}; run scripts/train_toy.py")
+    sd = comfy.utils.load_torch_file(path, safe_load=True)
+    mc = comfy.supported_models.SD15(dict(UNET_CONFIG))
+    mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
+    mc.set_inference_dtype(torch.float32, None)
+    model = mc.get_model({})
+    missing, unexpected = model.diffusion_model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"toy weights do not fit the toy UNet: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
+def pixel_vae():
+    """ComfyUI's pixel-space VAE (encode: image*2-1, decode: the inverse)."""
+    import comfy.sd
+
+    return comfy.sd.VAE(sd={"pixel_space_vae": torch.tensor(1.0)})
+
+
+def empty_conditioning() -> list:
+    return [[torch.zeros(1, 1, CONTEXT_DIM), {}]]
