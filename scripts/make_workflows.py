@@ -27,6 +27,10 @@ OUTPUTS = {
     "DragonDiffusion_GuidanceSetup": [("guidance", "DRAGON_GUIDANCE")],
     "DragonDiffusion_CrossBranchAttention": [("MODEL", "MODEL")],
     "DragonDiffusion_Sampler": [("LATENT", "LATENT")],
+    "DragonToy_ModelLoader": [("model", "MODEL"), ("vae", "VAE"), ("conditioning", "CONDITIONING")],
+    "DragonToy_Scene": [("image", "IMAGE"), ("expected", "IMAGE"), ("object_mask", "MASK"), ("reference", "IMAGE"),
+                        ("reference_mask", "MASK"), ("points", "STRING"), ("offset_x", "INT"), ("offset_y", "INT"),
+                        ("scale", "FLOAT")],
 }
 INPUT_TYPES = {"model": "MODEL", "clip": "CLIP", "vae": "VAE", "pixels": "IMAGE", "samples": "LATENT", "images": "IMAGE",
                "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "inversion": "DRAGON_INVERSION",
@@ -134,6 +138,30 @@ def ui_format(nodes: list) -> dict:
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
+# The demo on the project's toy model (toy/, loaded as extra custom nodes by scripts/demo): drag scene 1000
+# by the handle on its object; TOY_DRAG_POINTS are that scene's points (tests/test_scenes.py checks them).
+TOY_DRAG_POINTS = [{"x": 19.1, "y": 23.2}, {"x": 23.1, "y": 18.2}]
+
+
+def toy_graph() -> list:
+    setup_w = [("mode", "drag")] + SETUP_DEFAULTS
+    return [
+        (1, "DragonToy_ModelLoader", [], {}),
+        (2, "DragonToy_Scene", [("mode", "drag"), ("seed", 1000)], {}),
+        (3, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(TOY_DRAG_POINTS))], {"image": (2, 0), "mask": (2, 2)}),
+        (4, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 1)}),
+        (5, "DragonDiffusion_DDIMInvert", [("steps", 50)], {"model": (1, 0), "positive": (1, 2), "latent": (4, 0)}),
+        (6, "DragonDiffusion_GuidanceSetup", setup_w, {"object_mask": (3, 0), "points": (3, 1)}),
+        (7, "DragonDiffusion_CrossBranchAttention", [("mode", "auto"), ("start", 0.1), ("end", 1.0)], {"model": (1, 0)}),
+        (8, "DragonDiffusion_Sampler", [("steps", 50), ("cfg", 1.0), ("seed", 42), ("control_after_generate", "fixed")],
+         {"model": (7, 0), "positive": (1, 2), "negative": (1, 2), "inversion": (5, 0), "guidance": (6, 0)}),
+        (9, "VAEDecode", [], {"samples": (8, 0), "vae": (1, 1)}),
+        (10, "SaveImage", [("filename_prefix", "dragon_demo/after")], {"images": (9, 0)}),
+        (11, "SaveImage", [("filename_prefix", "dragon_demo/before")], {"images": (3, 2)}),
+        (12, "SaveImage", [("filename_prefix", "dragon_demo/expected")], {"images": (2, 1)}),
+    ]
+
+
 def render() -> dict[str, str]:
     files = {}
     variants = [(name, "sd15") for name in EXAMPLES] + [(name, "sdxl") for name in SDXL_EXAMPLES]
@@ -143,6 +171,8 @@ def render() -> dict[str, str]:
         fname = name if family == "sd15" else f"{name}_sdxl"
         files[f"{fname}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
         files[f"{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
+    files["toy_drag.json"] = json.dumps(ui_format(toy_graph()), indent=1) + "\n"
+    files["toy_drag.api.json"] = json.dumps(api_format(toy_graph()), indent=1) + "\n"
     return files
 
 

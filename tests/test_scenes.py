@@ -79,3 +79,11 @@ def test_copy_paste_baseline_moves_the_object():
     assert s["iou"] > 0.8 and s["centroid_err"] < 0.6 and s["ghost"] == 0
     hole = bench.score(c, bench.copy_paste(c, fill=False))
     assert hole["ghost"] > 0.5
+
+
+def test_toy_workflow_points_are_the_scene_points():
+    spec = importlib.util.spec_from_file_location("make_workflows_t", REPO / "scripts" / "make_workflows.py")
+    mw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mw)
+    case = scenes.make_case("drag", 1000)
+    assert [[p["x"], p["y"]] for p in mw.TOY_DRAG_POINTS] == case.points
