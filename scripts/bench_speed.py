@@ -187,6 +187,7 @@ class Probe:
 
     def reset(self):
         self.t = {"reference": 0.0, "generate": 0.0, "grad_forward": 0.0, "guidance_total": 0.0, "reinvert": 0.0}
+        self.cpu = dict.fromkeys(self.t, 0.0)  # process CPU time: less sensitive than wall time to other load
         self.calls = {"reference": 0, "generate": 0, "grad": 0, "reinvert": 0, "other": 0}
         self.images = 0
         self.kv_bytes = self.feat_bytes = 0
@@ -200,12 +201,13 @@ class Probe:
     @contextmanager
     def timed(self, key):
         self._sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self._sync()
             self.t[key] += time.perf_counter() - t0
+            self.cpu[key] += time.process_time() - c0
 
     @contextmanager
     def installed(self):
@@ -312,20 +314,21 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
             probe.reset()
             mem.start()
             sync()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             inv, _ = inv_mod.run_inversion(model, pos, lat, steps)
             sync()
-            t_inv = time.perf_counter() - t
+            t_inv, c_inv = time.perf_counter() - t, time.process_time() - c
             inv_calls = dict(probe.calls)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             nodes_mod.common_ksampler(model, 7, steps, args.cfg, "ddim", "ddim_uniform", pos, neg, {"samples": lat})
             sync()
-            t_ks = time.perf_counter() - t
-            floor = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks,
-                     "unet_calls": probe.calls["other"], **mem.read()}
+            t_ks, c_ks = time.perf_counter() - t, time.process_time() - c
+            floor = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks, "invert_cpu_s": c_inv,
+                     "sample_cpu_s": c_ks, "total_cpu_s": c_inv + c_ks, "unet_calls": probe.calls["other"],
+                     **mem.read()}
             print(f"[rep {rep + 1}] floor: invert {t_inv:.1f} s ({inv_calls['other']} UNet calls) + KSampler ddim "
-                  f"{t_ks:.1f} s ({probe.calls['other'] - inv_calls['other']} calls) = {t_inv + t_ks:.1f} s, "
-                  f"peak RSS {floor['peak_rss_gb']:.2f} GB", flush=True)
+                  f"{t_ks:.1f} s ({probe.calls['other'] - inv_calls['other']} calls) = {t_inv + t_ks:.1f} s "
+                  f"(process CPU {c_inv + c_ks:.1f} s), peak RSS {floor['peak_rss_gb']:.2f} GB", flush=True)
             inv_bytes = sum(x.numel() * x.element_size() for x in inv.latents)
             for mode in args.modes:
                 spec = guidance(pack, mode, w, h)
@@ -340,10 +343,10 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
                         mm.load_models_gpu([model])
                         mem.start()
                         sync()
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.process_time()
                         _, job = smp.run_dragon(patched, pos, neg, inv, spec, steps, args.cfg, 5)
                         sync()
-                        t_dr = time.perf_counter() - t
+                        t_dr, c_dr = time.perf_counter() - t, time.process_time() - c
                     m = mem.read()
                     pt = dict(probe.t)
                     backward = pt["guidance_total"] - pt["grad_forward"]
@@ -358,6 +361,9 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
                            "grad_forward_s": pt["grad_forward"], "grad_backward_energy_s": backward,
                            "reinvert_s": pt["reinvert"], "other_s": other, "dragon_sampler_s": t_dr,
                            "edit_total_s": edit_total, "floor": floor, "edit_over_floor": edit_total / floor["total_s"],
+                           "cpu_s": {**{k: round(v, 2) for k, v in probe.cpu.items()}, "dragon_sampler": c_dr,
+                                     "edit_total": c_inv + c_dr},
+                           "edit_over_floor_cpu": (c_inv + c_dr) / floor["total_cpu_s"],
                            "unet_calls": dict(probe.calls), "unet_images": probe.images,
                            "guided_steps": job.stats.guided_steps, "edit_state": state, **m,
                            "unet_copies": 1 if job is not None and patched.model is model.model else 2}
@@ -367,7 +373,8 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
                     print(f"[rep {rep + 1}] {mode:4s} {var:18s} edit {edit_total:6.1f} s = invert {t_inv:.1f} + "
                           f"reference {pt['reference']:.1f} + generate {pt['generate']:.1f} + grad fwd "
                           f"{pt['grad_forward']:.1f} + grad bwd/energy {backward:.1f} + re-invert {pt['reinvert']:.1f}"
-                          f" + other {other:.1f}; edit/floor {edit_total / floor['total_s']:.2f}; UNet calls "
+                          f" + other {other:.1f}; edit/floor {edit_total / floor['total_s']:.2f} (process CPU "
+                          f"{c_inv + c_dr:.1f} s, {(c_inv + c_dr) / floor['total_cpu_s']:.2f}x); UNet calls "
                           f"ref {c['reference']} gen {c['generate']} grad {c['grad']} reinv {c['reinvert']}; "
                           f"peak RSS {m['peak_rss_gb']:.2f} GB"
                           + (f", CUDA max {m['cuda_max_allocated_gb']:.2f} GB" if cuda else "")
@@ -398,6 +405,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (others share the machine)")
     ap.add_argument("--out", default=None, help="JSON output (default bench/speed-<device>.json)")
     args = ap.parse_args()
+    if args.out:
+        args.out = str(Path(args.out).resolve())  # before setup_comfy() changes into ComfyUI's folder
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
