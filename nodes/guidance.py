@@ -218,9 +218,9 @@ class DragonGuidanceSetup(io.ComfyNode):
                                       "landmark 120. 0 disables the energy guidance."),
                 _auto("w_edit", "Weight of the edit energy (target looks like the source): 4; appearance 3.5, landmark 12; unused by remove."),
                 _auto("w_content", "Weight of the consistency energy (the rest stays): 6; appearance 5; landmark 0 (official: none)."),
-                _auto("w_contrast", "move: weight pushing the vacated area away from the object: 0.2; remove: 1."),
-                _auto("w_inpaint", "move: weight filling the vacated area like its surroundings (0.8); remove: the same for the removed "
-                                   "object (4); drag: handle-vacating weight (0.2)."),
+                _auto("w_contrast", "move/remove: weight pushing the vacated area away from the object: 0.2."),
+                _auto("w_inpaint", "move/remove: weight filling the vacated area like its surroundings (0.8); drag: handle-vacating "
+                                   "weight (0.2)."),
                 io.Combo.Input("schedule", options=list(SCHEDULES), default="diffeditor",
                                tooltip="diffeditor: guide steps 0-9 then every other step, regional SDE and time travel (official default); "
                                        "dragondiffusion: guide every step of the window."),
