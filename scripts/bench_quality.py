@@ -94,7 +94,8 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
             if k in run:
                 setup[k] = run[k]
         gd = g.node("DragonDiffusion_GuidanceSetup", **setup)
-        m = g.node("DragonDiffusion_CrossBranchAttention", model=model) if run.get("kv", True) else loader
+        window = dict(start=0.0, end=0.72) if mode in PASTE_LIKE else {}  # the example workflows' windows
+        m = g.node("DragonDiffusion_CrossBranchAttention", model=model, **window) if run.get("kv", True) else loader
         smp = g.node("DragonDiffusion_Sampler", model=[m, 0], positive=cond, negative=cond, inversion=[inv, 0],
                      guidance=[gd, 0], steps=steps, cfg=1.0, seed=seed)
         dec = g.node("VAEDecode", samples=[smp, 0], vae=vae)
@@ -268,7 +269,20 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.json"))
     ap.add_argument("--strip-dir", default=str(ROOT / "bench"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="only merge the modes of earlier runs (e.g. two processes on two cores) into --out")
     args = ap.parse_args()
+    if args.merge:
+        merged = json.loads(Path(args.merge[0]).read_text())
+        for extra in args.merge[1:]:
+            other = json.loads(Path(extra).read_text())
+            merged["modes"].update(other["modes"])
+            merged["command"] += " + " + other["command"]
+            merged["wall_seconds"] = max(merged["wall_seconds"], other["wall_seconds"])
+        Path(args.out).write_text(json.dumps(merged, indent=1))
+        for mode, m in merged["modes"].items():
+            print_table(mode, m)
+        return
     comfy_server.ensure_environment()
     overrides = {k: float(v) for k, v in (s.split("=", 1) for s in args.set)}
     variants = [] if args.variants == ["none"] else args.variants

@@ -114,7 +114,7 @@ class Server:
 
 
 def start(workdir: Path, custom_node_dirs: Iterable[Path] = (), threads: int = 1, extra_args: Iterable[str] = (),
-          timeout: float = 180) -> Server:
+          timeout: float = 600) -> Server:
     """Start main.py --cpu on a free port with its own input/output/temp folders under workdir.
 
     custom_node_dirs are folders of extra custom-node packages (tests/comfy_test_nodes, toy/),
