@@ -61,7 +61,7 @@ def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable
         plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device)
     out, job.stats = dragon_sample(backend, job.inversion, job.spec, plan, job.state, job.seed, x.device)
     job.state.kv = {}
-    return out
+    return out.detach()  # the last guided step's graph must not ride along with the LATENT
 
 
 def validate(model, inversion, guidance, steps) -> None:

@@ -213,3 +213,15 @@ def test_editor_rejects_a_mask_of_another_size_and_draws_a_preview(comfy):
     prev = ed.render_preview(img, None, pts(pairs=(comfy.module("dragon_core.spec").PointPair((5.0, 5.0), (40.0, 20.0)),),
                                            width=48, height=32))
     assert prev.shape == img.shape and prev[0, 5, 5, 0] > 0.9 and prev[0, 20, 40, 2] > 0.9
+
+
+def test_edited_latent_carries_no_autograd_graph(comfy, setup):
+    """Called outside inference mode (scripts, other packs), the LATENT must not keep the last
+    guided step's graph (and its activations) alive."""
+    smp = comfy.module("nodes.sampler")
+    inv = setup["inv"]
+    out, job = smp.run_dragon(setup["model"], setup["cond"], setup["cond"], inv,
+                              _spec(comfy, object_mask=setup["mask"], offset_x=24, schedule="dragondiffusion"),
+                              inv.steps, 4.0, 1)
+    assert job.stats.guided_steps > 0
+    assert not out.requires_grad and out.grad_fn is None

@@ -1,0 +1,51 @@
+"""A slice of the quality benchmark in CI: the toy model, real ComfyUI, move and drag (2 scenes, 10 steps)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "toy" / "dragon_toy" / "weights" / "dragon_toy_unet.safetensors"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> dict:
+    if not WEIGHTS.exists():
+        pytest.fail(f"the toy model's weights are missing: {WEIGHTS} (they are part of the repository)")
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--modes", "move", "drag", "--scenes", "2", "--steps", "10",
+           "--variants", "none", "--out", str(out / "q.json"), "--strip-dir", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return json.loads((out / "q.json").read_text())
+
+
+@pytest.mark.parametrize("mode", ["move", "drag"])
+def test_benchmark_scores_every_method_through_the_real_nodes(bench, mode):
+    """The slice ran the real nodes in real ComfyUI and scored every method on every metric.
+
+    Not yet asserted: that the edit beats the no-guidance baseline. On the toy model it does not
+    yet (issue #4 stays open with the findings); this test keeps the benchmark itself working."""
+    m = bench["modes"][mode]
+    for name in ("dragon", "no_guidance", "copy_paste", "copy_paste_fill", "ground_truth"):
+        s = m["methods"][name]
+        for k in ("centroid_err", "iou", "in_target", "bg_psnr", "vacated_psnr", "vacated_texture_err", "ghost",
+                  "full_psnr"):
+            assert k in s and s[k]["n"] == 2, (name, k)
+    for name in ("dragon", "no_guidance"):
+        assert m["methods"][name]["seconds"]["mean"] > 0
+        assert m["methods"][name]["full_psnr"]["mean"] < 99  # a real result, not the ground truth
+    assert "no_guidance" in m["paired_vs_dragon"] and "iou" in m["paired_vs_dragon"]["no_guidance"]
+    assert len(m["per_scene"]["dragon"]) == 2
+
+
+def test_ground_truth_scores_as_the_ceiling(bench):
+    """The metrics themselves: the exact expected image is perfect where it should be."""
+    gt = bench["modes"]["move"]["methods"]["ground_truth"]
+    assert gt["centroid_err"]["median"] < 0.5 and gt["iou"]["mean"] > 0.85 and gt["ghost"]["mean"] == 0
+    cp = bench["modes"]["move"]["methods"]["copy_paste"]
+    assert cp["ghost"]["mean"] > 0.5  # the object left in place is seen as a ghost
