@@ -59,7 +59,8 @@ def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable
                                                          "sigma_hat": sigmas[i]})
     with torch.inference_mode(False):
         plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device)
-    out, job.stats = dragon_sample(backend, job.inversion, job.spec, plan, job.state, job.seed, x.device)
+    with torch.no_grad():  # only the guidance step takes gradients (it enables them itself)
+        out, job.stats = dragon_sample(backend, job.inversion, job.spec, plan, job.state, job.seed, x.device)
     job.state.kv = {}
     return out.detach()  # the last guided step's graph must not ride along with the LATENT
 
