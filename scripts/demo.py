@@ -22,6 +22,19 @@ import comfy_server  # noqa: E402
 WORKFLOW = ROOT / "workflows" / "toy_drag.api.json"
 
 
+def side_by_side(paths: list[Path], dst: Path, zoom: int = 8) -> Path:
+    """before | after | expected, enlarged (the toy scenes are 32x32 pixels)."""
+    from PIL import Image
+
+    ims = [Image.open(p).convert("RGB") for p in paths]
+    w, h = ims[0].size
+    canvas = Image.new("RGB", (len(ims) * (w + 2) - 2, h), "white")
+    for i, im in enumerate(ims):
+        canvas.paste(im, (i * (w + 2), 0))
+    canvas.resize((canvas.width * zoom, canvas.height * zoom), Image.NEAREST).save(dst)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "demo_output"), help="where the before/after images go")
@@ -48,7 +61,8 @@ def main() -> None:
                 written.append(dst)
         print(f"dragged the object of scene 1000 in {time.time() - t0:.1f} s: before.png shows the handle (red) and "
               f"target (blue), after.png the edit, expected.png the exact answer (images are 32x32 pixels)")
-        for p in written:
+        strip = side_by_side([out / "before.png", out / "after.png", out / "expected.png"], out / "before_after.png")
+        for p in [*written, strip]:
             print("wrote", p)
         if args.serve:
             print(f"ComfyUI is running at {srv.url} (Ctrl-C to stop); drop workflows/toy_drag.json on the canvas.")
