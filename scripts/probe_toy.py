@@ -1,0 +1,99 @@
+"""Diagnostic: move/drag edits on the toy model in-process, with the start-noise copy on or off.
+
+    .venv/bin/python scripts/probe_toy.py --mode move --energy 0 40 150 --scenes 3 [--no-copy] [--schedule dragondiffusion]
+
+Drives the pack's own functions (run_inversion, patch_model, build_spec, run_dragon) on the settings
+scenes (seeds 0+) and prints the benchmark's metrics per energy scale. `--no-copy` replaces the edit
+plan's start latent with the plain inverted noise, to separate the start-noise copy from the guidance
+(see README, Quality benchmark). Faster to iterate with than the server benchmark; not a result.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFY = ROOT / ".comfyui"
+PACK = COMFY / "custom_nodes" / "comfyui-dragondiffusion"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["move", "resize", "drag"], default="move")
+    ap.add_argument("--energy", type=float, nargs="+", default=[0.0, 40.0])
+    ap.add_argument("--scenes", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--schedule", default="diffeditor")
+    ap.add_argument("--no-copy", action="store_true", help="start from the plain inverted noise")
+    ap.add_argument("--no-kv", action="store_true", help="no Cross-Branch Attention Patch")
+    ap.add_argument("--w-inpaint", type=float, default=-1.0)
+    ap.add_argument("--w-contrast", type=float, default=-1.0)
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(COMFY))
+    os.chdir(COMFY)
+    import utils.extra_config  # noqa: F401  (before ComfyUI's nodes.py)
+    from comfy.cli_args import args as comfy_args
+
+    comfy_args.cpu = True
+    import torch
+
+    torch.set_num_threads(1)
+    import nodes
+
+    logging.disable(logging.WARNING)
+    assert asyncio.run(nodes.load_custom_node(str(PACK))), "the pack did not load"
+    pack = sys.modules[str(PACK).replace(".", "_x_")].__name__
+    mod = {k: importlib.import_module(f"{pack}.{k}") for k in
+           ("nodes.invert", "nodes.sampler", "nodes.guidance", "nodes.attention_patch", "dragon_core.points",
+            "dragon_core.spec")}
+    sys.path.append(str(ROOT / "toy"))
+    sys.path.append(str(ROOT / "scripts"))
+    import bench_quality
+    from dragon_toy import model as toy_model
+    from dragon_toy import scenes
+
+    smp = mod["nodes.sampler"]
+    if args.no_copy:
+        build = smp.build_plan
+
+        def plain_start(*a, **k):
+            plan = build(*a, **k)
+            plan.initial = lambda x_t: x_t.clone()
+            return plan
+
+        smp.build_plan = plain_start
+    model, vae, cond = toy_model.load_model_patcher(), toy_model.pixel_vae(), toy_model.empty_conditioning()
+    sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", 0.1, 1.0)[0]
+    for energy in args.energy:
+        rows, t0 = [], time.time()
+        for seed in range(args.scenes):
+            case = scenes.make_case(args.mode, seed)
+            latent = vae.encode(case.source.permute(1, 2, 0)[None])
+            inv, _ = mod["nodes.invert"].run_inversion(model, cond, latent, args.steps)
+            kw = dict(object_mask=case.object_mask[None], energy_scale=energy, schedule=args.schedule,
+                      w_inpaint=args.w_inpaint, w_contrast=args.w_contrast)
+            if args.mode == "drag":
+                text = json.dumps([{"x": x, "y": y} for x, y in case.points])
+                pairs = mod["dragon_core.points"].parse_points("probe", "points", text, scenes.SIZE, scenes.SIZE)
+                kw["points"] = mod["dragon_core.spec"].DragPoints(pairs=pairs, width=scenes.SIZE, height=scenes.SIZE)
+            else:
+                kw.update(offset_x=case.offset[0], offset_y=case.offset[1], scale=case.scale)
+            spec = mod["nodes.guidance"].build_spec(args.mode, **kw)
+            out, _ = smp.run_dragon(sampling_model, cond, cond, inv, spec, args.steps, 1.0, seed)
+            rows.append(bench_quality.score(case, vae.decode(out)[0].permute(2, 0, 1).clamp(0, 1)))
+        keys = ("iou", "centroid_err", "bg_psnr", "vacated_psnr", "ghost", "full_psnr")
+        mean = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in keys}
+        print(f"{args.mode} energy {energy:g} {'no-copy' if args.no_copy else 'copy'} {args.schedule}: {mean} "
+              f"({(time.time() - t0) / len(rows):.1f} s/edit)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
