@@ -84,6 +84,13 @@ def page(chromium, server):
         pg.goto(server.url)
         pg.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && "
                              "window.LiteGraph.registered_node_types['DragonDiffusion_MaskPointEditor'])", timeout=120_000)
+        # the frontend loads its default workflow after registering the nodes; on a slow machine that can
+        # land after a test has built its graph and replace it, so wait for it before building
+        try:
+            pg.wait_for_function("window.app.graph._nodes && window.app.graph._nodes.length > 0", timeout=60_000)
+        except Exception:
+            pass  # no default workflow came (e.g. a setting turned it off)
+        pg.wait_for_timeout(1500)
         pg.dragon_errors = errors
         yield pg
         browser.close()
