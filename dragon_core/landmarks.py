@@ -1,10 +1,9 @@
 """Landmark lists (two equally long point lists, e.g. a face outline and another face's) -> point pairs."""
 from __future__ import annotations
 
-import json
-import math
 
 from .errors import DragonInputError
+from .points import load_json_list, point_xy
 from .spec import PointPair
 
 MAX_POINTS = 512
@@ -15,30 +14,8 @@ POSE_PARTS = {"face": ("face_keypoints_2d",), "body": ("pose_keypoints_2d",),
 
 def parse_point_list(node: str, input_name: str, text: str) -> list[tuple[float, float]]:
     """JSON [[x, y], ...] or [{"x": .., "y": ..}, ...] in image pixels -> points (not range-checked)."""
-    if not isinstance(text, str):
-        raise DragonInputError(node, input_name, f"must be a JSON string, got {type(text).__name__}.")
-    if not text.strip():
-        return []
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise DragonInputError(node, input_name, f"is not valid JSON ({str(e)[:120]}).",
-                               'Expected e.g. [[10, 20], [30, 40]] or [{"x": 10, "y": 20}].') from None
-    if not isinstance(data, list):
-        raise DragonInputError(node, input_name, f"must be a JSON list of points, got {type(data).__name__}.")
-    out = []
-    for i, p in enumerate(data):
-        if isinstance(p, dict) and {"x", "y"} <= set(p):
-            x, y = p["x"], p["y"]
-        elif isinstance(p, (list, tuple)) and len(p) == 2:
-            x, y = p
-        else:
-            raise DragonInputError(node, input_name, f"point {i} must be [x, y] or {{\"x\": .., \"y\": ..}}, "
-                                   f"got {json.dumps(p)[:60]}.")
-        if any(isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) for c in (x, y)):
-            raise DragonInputError(node, input_name, f"point {i} has a non-numeric or non-finite coordinate.")
-        out.append((float(x), float(y)))
-    return out
+    data = load_json_list(node, input_name, text, 'Expected e.g. [[10, 20], [30, 40]] or [{"x": 10, "y": 20}].')
+    return [point_xy(node, input_name, p, f"point {i}") for i, p in enumerate(data)]
 
 
 def pose_points(node: str, input_name: str, pose, part: str, width: int, height: int

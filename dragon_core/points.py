@@ -11,7 +11,8 @@ MAX_JSON_CHARS = 200_000
 MAX_PAIRS = 512
 
 
-def _xy(node: str, input_name: str, obj, where: str) -> tuple[float, float]:
+def point_xy(node: str, input_name: str, obj, where: str) -> tuple[float, float]:
+    """One point, {"x": .., "y": ..} or [x, y], as finite floats (not range-checked)."""
     if isinstance(obj, dict) and set(obj) >= {"x", "y"}:
         x, y = obj["x"], obj["y"]
     elif isinstance(obj, (list, tuple)) and len(obj) == 2:
@@ -29,13 +30,8 @@ def _xy(node: str, input_name: str, obj, where: str) -> tuple[float, float]:
     return fx, fy
 
 
-def parse_points(node: str, input_name: str, text: str, width: int, height: int) -> tuple[PointPair, ...]:
-    """Points JSON -> pairs in image pixels.
-
-    Accepted forms: a list of points alternating handle, target ([{"x":..,"y":..}, ...], as the
-    points editor writes them), or a list of pairs ([{"handle": [x, y], "target": [x, y]}, ...]).
-    Every coordinate must lie inside the image (0 <= x < width, 0 <= y < height).
-    """
+def load_json_list(node: str, input_name: str, text: str, example: str) -> list:
+    """A JSON list from a STRING input ([] for blank text), bounded in size, or a clear error."""
     if not isinstance(text, str):
         raise DragonInputError(node, input_name, f"must be a JSON string, got {type(text).__name__}.")
     if len(text) > MAX_JSON_CHARS:
@@ -43,14 +39,24 @@ def parse_points(node: str, input_name: str, text: str, width: int, height: int)
                                "Use fewer points.")
     stripped = text.strip()
     if not stripped:
-        return ()
+        return []
     try:
         data = json.loads(stripped)
     except (ValueError, RecursionError) as e:
-        raise DragonInputError(node, input_name, f"is not valid JSON ({str(e)[:120]}).",
-                               'Expected e.g. [{"x": 10, "y": 20}, {"x": 30, "y": 20}].') from None
+        raise DragonInputError(node, input_name, f"is not valid JSON ({str(e)[:120]}).", example) from None
     if not isinstance(data, list):
         raise DragonInputError(node, input_name, f"must be a JSON list, got {type(data).__name__}.")
+    return data
+
+
+def parse_points(node: str, input_name: str, text: str, width: int, height: int) -> tuple[PointPair, ...]:
+    """Points JSON -> pairs in image pixels.
+
+    Accepted forms: a list of points alternating handle, target ([{"x":..,"y":..}, ...], as the
+    points editor writes them), or a list of pairs ([{"handle": [x, y], "target": [x, y]}, ...]).
+    Every coordinate must lie inside the image (0 <= x < width, 0 <= y < height).
+    """
+    data = load_json_list(node, input_name, text, 'Expected e.g. [{"x": 10, "y": 20}, {"x": 30, "y": 20}].')
     if not data:
         return ()
     if all(isinstance(p, dict) and ("handle" in p or "target" in p) for p in data):
@@ -58,10 +64,10 @@ def parse_points(node: str, input_name: str, text: str, width: int, height: int)
         for i, p in enumerate(data):
             if "handle" not in p or "target" not in p:
                 raise DragonInputError(node, input_name, f"pair {i} needs both 'handle' and 'target'.")
-            pairs.append(PointPair(_xy(node, input_name, p["handle"], f"pair {i} handle"),
-                                   _xy(node, input_name, p["target"], f"pair {i} target")))
+            pairs.append(PointPair(point_xy(node, input_name, p["handle"], f"pair {i} handle"),
+                                   point_xy(node, input_name, p["target"], f"pair {i} target")))
     else:
-        pts = [_xy(node, input_name, p, f"point {i}") for i, p in enumerate(data)]
+        pts = [point_xy(node, input_name, p, f"point {i}") for i, p in enumerate(data)]
         if len(pts) % 2:
             raise DragonInputError(node, input_name,
                                    f"has {len(pts)} points; points alternate handle, target, so the count must be even.",

@@ -248,6 +248,8 @@ def test_landmark_lists_pair_by_position_and_unequal_lists_are_an_error():
         pair_landmarks("Dragon Landmarks", src, [(50.0, 6.0), (7.0, 8.0)], 16, 16)
     with pytest.raises(DragonInputError, match="'source_points': is not valid JSON"):
         parse_point_list("Dragon Landmarks", "source_points", "[[1, 2]")
+    with pytest.raises(DragonInputError, match="'source_points': point 0 has a coordinate too large"):
+        parse_point_list("Dragon Landmarks", "source_points", "[[1" + "0" * 400 + ", 2]]")
 
 
 def test_pose_keypoints_scale_to_the_image_and_skip_undetected_points():
