@@ -36,8 +36,7 @@ def build_unet(dtype=torch.float32):
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    cfg = {k: v for k, v in UNET_CONFIG.items()}
-    unet = UNetModel(**cfg, dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init)
+    unet = UNetModel(**UNET_CONFIG, dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init)
     for m in unet.modules():  # ComfyUI skips initialisation; use PyTorch's defaults
         for base in (torch.nn.Conv2d, torch.nn.Linear, torch.nn.GroupNorm, torch.nn.LayerNorm):
             if isinstance(m, base):
