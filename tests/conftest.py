@@ -51,6 +51,18 @@ class InProcess:
         """A submodule of the pack, e.g. 'nodes.invert' or 'dragon_core.masks'."""
         return sys.modules[f"{self.pack.__name__}.{dotted}"]
 
+    def inverted_scene(self, model_seed: int, cond_seed: int, scene_seed: int, width: int, height: int, steps: int):
+        """(model, cond, latent, inversion) on a tiny SD1 model, made under inference mode as ComfyUI's
+        executor does (the weights become inference tensors)."""
+        import torch
+
+        with torch.inference_mode():
+            model = self.tiny.tiny_sd1(model_seed)
+            cond = self.tiny.random_conditioning("sd1", cond_seed)
+            lat = self.tiny.scene_latent(scene_seed, width, height)
+            inv, _ = self.module("nodes.invert").run_inversion(model, cond, lat, steps)
+        return model, cond, lat, inv
+
 
 @pytest.fixture(scope="session")
 def comfy() -> InProcess:

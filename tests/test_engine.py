@@ -9,11 +9,7 @@ W, H = 128, 96  # non-square on purpose
 
 @pytest.fixture(scope="module")
 def setup(comfy):
-    with torch.inference_mode():  # as in ComfyUI's executor: weights become inference tensors
-        model = comfy.tiny.tiny_sd1(0)
-        cond = comfy.tiny.random_conditioning("sd1", 1)
-        lat = comfy.tiny.scene_latent(3, W, H)
-        inv, _ = comfy.module("nodes.invert").run_inversion(model, cond, lat, 10)
+    model, cond, lat, inv = comfy.inverted_scene(0, 1, 3, W, H, 10)
     mask = torch.zeros(1, H, W)
     mask[:, 30:60, 20:50] = 1
     return dict(model=model, cond=cond, lat=lat, inv=inv, mask=mask)

@@ -159,11 +159,7 @@ def testing_nodes(comfy):
 
 @pytest.fixture(scope="module")
 def setup(comfy):
-    with torch.inference_mode():
-        model = comfy.tiny.tiny_sd1(0)
-        cond = comfy.tiny.random_conditioning("sd1", 1)
-        lat = comfy.tiny.scene_latent(3, W, H)
-        inv, _ = comfy.module("nodes.invert").run_inversion(model, cond, lat, STEPS)
+    model, cond, lat, inv = comfy.inverted_scene(0, 1, 3, W, H, STEPS)
     mask = torch.zeros(1, H, W)
     mask[:, MASK[1]:MASK[3], MASK[0]:MASK[2]] = 1
     spec = comfy.module("nodes.guidance").build_spec("move", object_mask=mask, offset_x=12)

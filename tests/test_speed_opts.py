@@ -9,11 +9,7 @@ W, H = 64, 64
 
 @pytest.fixture(scope="module")
 def setup(comfy):
-    with torch.inference_mode():
-        model = comfy.tiny.tiny_sd1(1)
-        cond = comfy.tiny.random_conditioning("sd1", 2)
-        lat = comfy.tiny.scene_latent(4, W, H)
-        inv, _ = comfy.module("nodes.invert").run_inversion(model, cond, lat, 10)
+    model, cond, _, inv = comfy.inverted_scene(1, 2, 4, W, H, 10)
     mask = torch.zeros(1, H, W)
     mask[:, 16:40, 8:32] = 1
     spec = comfy.module("nodes.guidance").build_spec("move", object_mask=mask, offset_x=16)
