@@ -114,20 +114,26 @@ class Server:
 
 
 def start(workdir: Path, custom_node_dirs: Iterable[Path] = (), threads: int = 1, extra_args: Iterable[str] = (),
-          timeout: float = 600) -> Server:
-    """Start main.py --cpu on a free port with its own input/output/temp folders under workdir.
+          timeout: float = 600, settings: dict | None = None) -> Server:
+    """Start main.py --cpu on a free port with its own input/output/temp/user folders under workdir.
 
     custom_node_dirs are folders of extra custom-node packages (tests/comfy_test_nodes, toy/),
-    loaded through --extra-model-paths-config like any user's extra folder."""
+    loaded through --extra-model-paths-config like any user's extra folder. settings are written
+    as the frontend's user settings (user/default/comfy.settings.json) before the start; the
+    ComfyUI checkout's own user folder is never read or changed."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    out, inp, temp = workdir / "output", workdir / "input", workdir / "temp"
-    for d in (out, inp, temp):
+    out, inp, temp, user = workdir / "output", workdir / "input", workdir / "temp", workdir / "user"
+    for d in (out, inp, temp, user):
         d.mkdir(exist_ok=True)
+    if settings:
+        (user / "default").mkdir(exist_ok=True)
+        (user / "default" / "comfy.settings.json").write_text(json.dumps(settings, indent=2))
     port = free_port()
     cmd = [str(PYTHON), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--disable-api-nodes",
            "--output-directory", str(out), "--input-directory", str(inp), "--temp-directory", str(temp),
+           "--user-directory", str(user.resolve()),
            "--database-url", f"sqlite:///{workdir / 'comfyui.db'}", "--preview-method", "latent2rgb"]
     dirs = [str(Path(d).resolve()) for d in custom_node_dirs]
     if dirs:

@@ -96,7 +96,10 @@ def comfy() -> InProcess:
 def server(tmp_path_factory) -> Server:
     """A real ComfyUI server (main.py --cpu) with the pack, the test-only nodes and the toy model's nodes."""
     try:
-        srv = comfy_server.start(tmp_path_factory.mktemp("comfy"), [TEST_NODES, TOY_NODES])
+        # a first visit of the frontend (tutorial not completed) opens the template browser over a blank
+        # graph, where the browser test's clicks could load a template; a returning user gets the default graph
+        srv = comfy_server.start(tmp_path_factory.mktemp("comfy"), [TEST_NODES, TOY_NODES],
+                                 settings={"Comfy.TutorialCompleted": True})
     except comfy_server.ServerStartError as e:
         pytest.fail(str(e))
     yield srv

@@ -84,13 +84,13 @@ def page(chromium, server):
         pg.goto(server.url)
         pg.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && "
                              "window.LiteGraph.registered_node_types['DragonDiffusion_MaskPointEditor'])", timeout=120_000)
-        # the frontend loads its default workflow after registering the nodes; on a slow machine that can
-        # land after a test has built its graph and replace it, so wait for it before building
-        try:
-            pg.wait_for_function("window.app.graph._nodes && window.app.graph._nodes.length > 0", timeout=60_000)
-        except Exception:
-            pass  # no default workflow came (e.g. a setting turned it off)
+        # the frontend loads its default workflow after registering the nodes (the server fixture marks the
+        # first-visit tutorial as done, so no template browser opens instead); on a slow machine that load
+        # can land after a test has built its graph and replace it, so wait for it before building
+        pg.wait_for_function("window.app.graph._nodes && window.app.graph._nodes.length > 0", timeout=120_000)
         pg.wait_for_timeout(1500)
+        dialogs = pg.evaluate("Array.from(document.querySelectorAll('.p-dialog')).map(d => d.textContent.slice(0, 80))")
+        assert not dialogs, f"a frontend dialog covers the graph, clicks would land on it: {dialogs}"
         pg.dragon_errors = errors
         yield pg
         browser.close()
@@ -125,7 +125,10 @@ EDITOR = "(id) => app.graph.getNodeById(Number(id))"
 
 def _state(pg, nid: str) -> dict:
     return pg.evaluate("""(id) => {
-      const n = app.graph.getNodeById(Number(id)); const e = n.dragonEditor;
+      const n = app.graph.getNodeById(Number(id));
+      if (!n) throw new Error(`node ${id} is gone: the graph was replaced (${app.graph._nodes.length} nodes: ` +
+                              app.graph._nodes.map(m => m.type).join(", ") + ")");
+      const e = n.dragonEditor;
       const v = (k) => n.widgets.find(w => w.name === k).value;
       const lay = e.layers.mask; let painted = 0;
       if (lay.w > 1) { const d = lay.data.getContext("2d").getImageData(0, 0, lay.w, lay.h).data;
