@@ -35,6 +35,10 @@ def main() -> None:
     ap.add_argument("--no-kv", action="store_true", help="no Cross-Branch Attention Patch")
     ap.add_argument("--w-inpaint", type=float, default=-1.0)
     ap.add_argument("--w-contrast", type=float, default=-1.0)
+    ap.add_argument("--w-content", type=float, default=-1.0)
+    ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
+    ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks used as guidance features "
+                    "(default: the pack's choice, unet_layout.feature_blocks)")
     args = ap.parse_args()
 
     sys.path.insert(0, str(COMFY))
@@ -70,16 +74,19 @@ def main() -> None:
             return plan
 
         smp.build_plan = plain_start
+    if args.blocks:
+        smp.feature_blocks = lambda unet: list(args.blocks)
     model, vae, cond = toy_model.load_model_patcher(), toy_model.pixel_vae(), toy_model.empty_conditioning()
     sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", 0.1, 1.0)[0]
     for energy in args.energy:
-        rows, t0 = [], time.time()
+        rows, pics, t0 = [], [], time.time()
         for seed in range(args.scenes):
             case = scenes.make_case(args.mode, seed)
             latent = vae.encode(case.source.permute(1, 2, 0)[None])
             inv, _ = mod["nodes.invert"].run_inversion(model, cond, latent, args.steps)
             kw = dict(object_mask=case.object_mask[None], energy_scale=energy, schedule=args.schedule,
-                      w_inpaint=args.w_inpaint, w_contrast=args.w_contrast)
+                      w_inpaint=args.w_inpaint, w_contrast=args.w_contrast,
+                      w_content=args.w_content)
             if args.mode == "drag":
                 text = json.dumps([{"x": x, "y": y} for x, y in case.points])
                 pairs = mod["dragon_core.points"].parse_points("probe", "points", text, scenes.SIZE, scenes.SIZE)
@@ -88,7 +95,16 @@ def main() -> None:
                 kw.update(offset_x=case.offset[0], offset_y=case.offset[1], scale=case.scale)
             spec = mod["nodes.guidance"].build_spec(args.mode, **kw)
             out, _ = smp.run_dragon(sampling_model, cond, cond, inv, spec, args.steps, 1.0, seed)
-            rows.append(bench_quality.score(case, vae.decode(out)[0].permute(2, 0, 1).clamp(0, 1)))
+            edit = vae.decode(out)[0].permute(2, 0, 1).clamp(0, 1)
+            rows.append(bench_quality.score(case, edit))
+            pics.append(torch.cat([case.source, case.expected, edit], dim=2))
+        if args.save:
+            from PIL import Image
+
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            grid = (torch.cat(pics, dim=1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+            img = Image.fromarray(grid)
+            img.resize((img.width * 4, img.height * 4), Image.NEAREST).save(Path(args.save) / f"{args.mode}_{energy:g}.png")
         keys = ("iou", "centroid_err", "bg_psnr", "vacated_psnr", "ghost", "full_psnr")
         mean = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in keys}
         print(f"{args.mode} energy {energy:g} {'no-copy' if args.no_copy else 'copy'} {args.schedule}: {mean} "

@@ -6,13 +6,15 @@ The budget is the process's CPU time, not wall time, so a busy machine takes lon
 same amount (on an idle core the two are equal).
 
 Writes toy/dragon_toy/weights/dragon_toy_unet.safetensors (EMA weights, fp16) and appends to
-toy/dragon_toy/weights/train_log.txt. Retraining is not bit-reproducible across CPUs (thread
+toy/dragon_toy/weights/train_log.txt, ending with the acceptance figures of toy/dragon_toy/check.py
+(reconstruction, Gaussian inverted noise, the start-noise copy test, feature similarity). Retraining is not bit-reproducible across CPUs (thread
 scheduling, bf16 kernels), which is why the weights are shipped.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import platform
@@ -30,6 +32,7 @@ from comfy.cli_args import args as comfy_args  # noqa: E402
 
 comfy_args.cpu = True  # training needs only ComfyUI's UNet class; keep model_management off any GPU
 
+from dragon_toy import check  # noqa: E402
 from dragon_toy import model as toy_model  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
 
@@ -119,6 +122,8 @@ def main() -> None:
         f"wall {(time.time() - t0) / 60:.1f} min, "
         f"final loss (EMA of batch loss) {running:.4f}; weights {os.path.relpath(args.out, ROOT)}")
     assert math.isfinite(running)
+    # acceptance figures of the EMA weights (the same as scripts/check_toy.py prints), outside the budget
+    say("# check: " + json.dumps(check.report(ema)))
 
 
 if __name__ == "__main__":

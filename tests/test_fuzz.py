@@ -274,7 +274,7 @@ FILE_CALLS = {"open", "Image.open", "load_file", "safe_open", "save_file", "torc
 ALLOWED_FILE_ACCESS = {
     ("nodes/editor.py", "Image.open"): "the path comes from input_file(), which refuses anything outside the input "
                                        "folder (fuzzed above)",
-    ("toy/dragon_toy/model.py", "load_torch_file"): "the toy model's own bundled weights (fixed path, safe_load=True)",
+    ("toy/dragon_toy/model.py", "load_file"): "the toy model's own bundled weights (safetensors, default path in the package)",
 }
 
 

@@ -48,22 +48,34 @@ def build_unet(dtype=torch.float32):
     return unet
 
 
+def _state_dict(path: str) -> dict:
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"toy model weights not found at {path}; run scripts/train_toy.py")
+    return {k: v.float() for k, v in load_file(path).items()}
+
+
+def load_unet(path: str = WEIGHTS):
+    """The trained toy UNet as a plain fp32 module, for training-side checks (toy/dragon_toy/check.py)."""
+    unet = build_unet()
+    unet.load_state_dict(_state_dict(path))
+    return unet.eval().requires_grad_(False)
+
+
 def load_model_patcher(path: str = WEIGHTS):
     """The trained toy model as a ComfyUI MODEL (ModelPatcher), like a checkpoint loader gives."""
     import comfy.latent_formats
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
-    import comfy.utils
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"toy model weights not found at {path}; run scripts/train_toy.py")
-    sd = comfy.utils.load_torch_file(path, safe_load=True)
+    sd = _state_dict(path)
     mc = comfy.supported_models.SD15(dict(UNET_CONFIG))
     mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
     mc.set_inference_dtype(torch.float32, None)
     model = mc.get_model({})
-    missing, unexpected = model.diffusion_model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"toy weights do not fit the toy UNet: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),

@@ -1,0 +1,70 @@
+"""The shipped toy model's acceptance checks (toy/dragon_toy/check.py) and that those checks can fail."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO / "toy"))
+from dragon_toy import check, scenes  # noqa: E402
+from dragon_toy import model as toy_model  # noqa: E402
+
+SEEDS = [1000, 1001, 1002, 1003]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _comfyui(comfy):
+    """The toy UNet is ComfyUI's UNetModel class: import ComfyUI first (CPU, in-process)."""
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return toy_model.load_unet()
+
+
+@pytest.fixture(scope="module")
+def sources() -> torch.Tensor:
+    return torch.stack([scenes.make_case("move", s).source for s in SEEDS]) * 2 - 1
+
+
+def test_ddim_timesteps_are_sd_s():
+    assert check.ddim_timesteps(50)[:2] == [981, 961] and check.ddim_timesteps(50)[-1] == 1
+    assert len(check.ddim_timesteps(25)) == 25
+
+
+def test_shipped_model_inverts_to_gaussian_noise_and_reconstructs(unet, sources):
+    x_t = check.invert(unet, sources, 25)
+    stats = check.noise_stats(x_t, sources)
+    assert stats.gaussian_enough(), stats
+    assert check.psnr(check.sample(unet, x_t, 25), sources) > 32.0
+
+
+def test_noise_check_tells_white_noise_from_structured_noise(sources):
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(sources.shape, generator=g)
+    assert check.noise_stats(white, sources).gaussian_enough()
+    # what an undertrained model leaves: the scene still visible in x_T
+    leaky = sources * 0.8 + 0.6 * torch.randn(sources.shape, generator=g)
+    assert not check.noise_stats(leaky / leaky.std(), sources).gaussian_enough()
+    # smooth (spatially correlated) noise
+    smooth = torch.nn.functional.avg_pool2d(white, 3, 1, 1)
+    assert not check.noise_stats(smooth / smooth.std(), sources).gaussian_enough()
+    # a checkerboard on top of white noise
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    board = white + 0.8 * ((xx + yy) % 2 * 2 - 1).float()
+    assert not check.noise_stats(board / board.std(), sources).gaussian_enough()
+
+
+def test_untrained_model_fails_the_reconstruction_check(sources):
+    """An untrained UNet predicts zero noise: DDIM 'inversion' then just rescales the image, so
+    the inverted noise is the image itself and the Gaussian check must say so."""
+    x_t = check.invert(toy_model.build_unet().eval(), sources[:2], 10)
+    assert not check.noise_stats(x_t, sources[:2]).gaussian_enough()
+
+
+def test_feature_similarity_is_a_similarity(unet):
+    sims = check.feature_similarity(unet, SEEDS[:2], [1, 3])
+    assert set(sims) == {1, 3} and all(0.0 <= v <= 1.0 for v in sims.values())
