@@ -48,6 +48,10 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         mask = None
     if mode == "landmark" and mask is not None and float((mask > 0.5).float().max()) == 0:
         mask = None
+    if ref is not None and float((ref > 0.5).float().max()) == 0:
+        # e.g. the Mask/Point Editor's `reference` output with nothing painted on that layer
+        log.info("Dragon Guidance Setup: reference_region is empty; the vacated area takes the look of its surroundings.")
+        ref = None
     sizes = {}
     if mask is not None:
         sizes["object_mask"] = (mask.shape[1], mask.shape[0])

@@ -327,3 +327,16 @@ def test_guidance_setup_builds_each_new_mode_with_its_defaults(comfy):
     assert specs["landmark"].object_mask is None  # an empty editor mask means none
     assert specs["landmark"].sde_strength == 0.2
     assert specs["remove"].reference_inversion is None
+
+
+def test_an_empty_reference_region_means_none(comfy):
+    """The Mask/Point Editor's `reference` output is all zero when its layer is not painted: wired into
+    reference_region it must act as unconnected (the surroundings), not fail; a painted one is kept."""
+    gd = comfy.module("nodes.guidance")
+    obj = _box(16, 16, 32, 32)[None]
+    empty = gd.build_spec("move", object_mask=obj, reference_region=torch.zeros(1, H, W), offset_x=16)
+    assert empty.reference_region is None
+    plain = gd.build_spec("move", object_mask=obj, offset_x=16)
+    assert (empty.offset, empty.energy_scale, empty.w_inpaint) == (plain.offset, plain.energy_scale, plain.w_inpaint)
+    painted = gd.build_spec("move", object_mask=obj, reference_region=_box(64, 16, 96, 48)[None], offset_x=16)
+    assert painted.reference_region is not None and float(painted.reference_region.sum()) == 32 * 32
