@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
 import torch
@@ -44,6 +44,7 @@ class SampleStats:
     unet_calls: dict
     guided_steps: int
     grad_norms: list
+    energies: list = field(default_factory=list)  # (E_edit, E_cons) at each guided evaluation, before its step
 
 
 def _working(features: dict, blocks: tuple[int, ...], hw: tuple[int, int], item: int = 0) -> list[torch.Tensor]:
@@ -132,6 +133,7 @@ def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, p
         gen = _working(state.features, blocks, plan.feature_hw)
         state.reset_capture((), stop=False)
         e_edit, e_cons = plan.energy(gen, ref)
+        stats.energies.append((float(e_edit.detach()), float(e_cons.detach())))
         g_edit = torch.autograd.grad(e_edit, z, retain_graph=True, allow_unused=True)[0] if e_edit.requires_grad else None
         g_cons = torch.autograd.grad(e_cons, z, allow_unused=True)[0] if e_cons.requires_grad else None
         del gen

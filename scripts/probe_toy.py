@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--w-inpaint", type=float, default=-1.0)
     ap.add_argument("--w-contrast", type=float, default=-1.0)
     ap.add_argument("--w-content", type=float, default=-1.0)
+    ap.add_argument("--trace", action="store_true", help="print the energies and gradient norms of every guided step")
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks used as guidance features "
                     "(default: the pack's choice, unet_layout.feature_blocks)")
@@ -94,7 +95,11 @@ def main() -> None:
             else:
                 kw.update(offset_x=case.offset[0], offset_y=case.offset[1], scale=case.scale)
             spec = mod["nodes.guidance"].build_spec(args.mode, **kw)
-            out, _ = smp.run_dragon(sampling_model, cond, cond, inv, spec, args.steps, 1.0, seed)
+            out, job = smp.run_dragon(sampling_model, cond, cond, inv, spec, args.steps, 1.0, seed)
+            if args.trace:
+                print(f"  scene {seed}: E_edit " + " ".join(f"{e:.3f}" for e, _ in job.stats.energies)
+                      + "\n    E_cons " + " ".join(f"{c:.3f}" for _, c in job.stats.energies)
+                      + "\n    |g| " + " ".join(f"{n:.3g}" for n in job.stats.grad_norms), flush=True)
             edit = vae.decode(out)[0].permute(2, 0, 1).clamp(0, 1)
             rows.append(bench_quality.score(case, edit))
             pics.append(torch.cat([case.source, case.expected, edit], dim=2))
