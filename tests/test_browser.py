@@ -74,8 +74,11 @@ def page(chromium, server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        except Exception as e:  # e.g. Ubuntu's chromium is a snap wrapper that cannot start in a container
+            pytest.skip(f"browser test: {chromium} is installed but could not start: {str(e)[:300]}")
         pg = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
         errors: list[str] = []
         # errors of our extension only (the frontend itself logs blocked calls to api.comfy.org offline)
