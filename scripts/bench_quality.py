@@ -15,8 +15,10 @@ for choosing settings (--tune) and never reported as results.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import platform
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from PIL import Image  # noqa: E402
 
 import comfy_server  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
+from dragon_toy.model import WEIGHTS, WEIGHTS_ENV  # noqa: E402
 
 TEST_SEED_BASE = 1000
 OBJ_TOL = 0.2  # RGB distance that counts as "the object's colour"
@@ -269,6 +272,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.json"))
     ap.add_argument("--strip-dir", default=str(ROOT / "bench"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", default=WEIGHTS,
+                    help="toy model weights to benchmark (default: the shipped ones), e.g. a candidate from "
+                         "scripts/train_toy.py --out /tmp/candidate.safetensors")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="only merge the modes of earlier runs (e.g. two processes on two cores) into --out")
     args = ap.parse_args()
@@ -283,6 +289,10 @@ def main() -> None:
         for mode, m in merged["modes"].items():
             print_table(mode, m)
         return
+    weights = Path(args.weights).resolve()
+    if not weights.is_file():
+        ap.error(f"--weights: no file at {weights}")
+    os.environ[WEIGHTS_ENV] = str(weights)  # read by the server's Toy Model Loader
     comfy_server.ensure_environment()
     overrides = {k: float(v) for k, v in (s.split("=", 1) for s in args.set)}
     variants = [] if args.variants == ["none"] else args.variants
@@ -294,6 +304,7 @@ def main() -> None:
     info = srv.get("/object_info")
     report: dict = {"command": " ".join(sys.argv[1:]), "steps": args.steps, "scenes": args.scenes,
                     "seeds": [seeds[0], seeds[-1]], "overrides": overrides, "threads": args.threads,
+                    "weights": {"path": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "date": time.strftime("%Y-%m-%d"), "modes": {}}
     t_start = time.time()

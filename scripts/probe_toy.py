@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--w-content", type=float, default=-1.0)
     ap.add_argument("--trace", action="store_true", help="print the energies and gradient norms of every guided step")
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
+    ap.add_argument("--weights", help="toy weights to probe (default: the shipped ones)")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks used as guidance features "
                     "(default: the pack's choice, unet_layout.feature_blocks)")
     args = ap.parse_args()
@@ -77,7 +78,7 @@ def main() -> None:
         smp.build_plan = plain_start
     if args.blocks:
         smp.feature_blocks = lambda unet: list(args.blocks)
-    model, vae, cond = toy_model.load_model_patcher(), toy_model.pixel_vae(), toy_model.empty_conditioning()
+    model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
     sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", 0.1, 1.0)[0]
     for energy in args.energy:
         rows, pics, t0 = [], [], time.time()

@@ -26,6 +26,8 @@ import comfy_server  # noqa: E402  (scripts/comfy_server.py: starting ComfyUI an
 from comfy_server import PromptError, Server  # noqa: E402,F401  (tests import these from conftest)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the tests judge the shipped toy weights, never a candidate a developer is evaluating
+os.environ.pop("DRAGON_TOY_WEIGHTS", None)
 
 
 def pytest_configure(config):

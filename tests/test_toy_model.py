@@ -76,3 +76,27 @@ def test_untrained_model_fails_the_reconstruction_check(sources):
 def test_feature_similarity_is_a_similarity(unet):
     sims = check.feature_similarity(unet, SEEDS[:2], [1, 3])
     assert set(sims) == {1, 3} and all(0.0 <= v <= 1.0 for v in sims.values())
+
+
+def test_loader_takes_candidate_weights_from_the_environment(tmp_path, monkeypatch):
+    """$DRAGON_TOY_WEIGHTS lets the demo/benchmark run a candidate model without replacing the shipped one;
+    unset, the shipped weights load; set to a missing file, the error names the variable."""
+    from safetensors.torch import save_file
+
+    shipped = toy_model._state_dict(toy_model.WEIGHTS)
+    candidate = {k: v + 0.01 for k, v in shipped.items()}
+    path = tmp_path / "candidate.safetensors"
+    save_file(candidate, str(path))
+    key = "out.2.weight"
+
+    monkeypatch.setenv(toy_model.WEIGHTS_ENV, str(path))
+    loaded = toy_model.load_model_patcher().model.diffusion_model.state_dict()
+    assert torch.equal(loaded[key], candidate[key]) and not torch.equal(loaded[key], shipped[key])
+    assert torch.equal(toy_model.load_unet().state_dict()[key], candidate[key])
+
+    monkeypatch.delenv(toy_model.WEIGHTS_ENV)
+    assert torch.equal(toy_model.load_model_patcher().model.diffusion_model.state_dict()[key], shipped[key])
+
+    monkeypatch.setenv(toy_model.WEIGHTS_ENV, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(FileNotFoundError, match=toy_model.WEIGHTS_ENV):
+        toy_model.load_model_patcher()

@@ -24,7 +24,8 @@ def _image(chw: torch.Tensor) -> torch.Tensor:
 class ToyModelLoader:
     """MODEL, VAE and an (empty) CONDITIONING of the project's toy pixel-space model."""
 
-    DESCRIPTION = "Loads the project's small pixel-space diffusion model (32x32 synthetic scenes, no download)."
+    DESCRIPTION = ("Loads the project's small pixel-space diffusion model (32x32 synthetic scenes, no download): "
+                   "the shipped weights, or the file named by $DRAGON_TOY_WEIGHTS when that is set.")
 
     @classmethod
     def INPUT_TYPES(cls):

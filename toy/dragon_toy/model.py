@@ -13,6 +13,13 @@ import torch
 
 CONTEXT_DIM = 32
 WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "dragon_toy_unet.safetensors")
+WEIGHTS_ENV = "DRAGON_TOY_WEIGHTS"  # candidate weights for the demo/benchmark, without replacing the shipped ones
+
+
+def weights_path() -> str:
+    """The weights the toy loader uses: $DRAGON_TOY_WEIGHTS when set (a model under evaluation), else the
+    shipped ones."""
+    return os.environ.get(WEIGHTS_ENV) or WEIGHTS
 
 UNET_CONFIG = dict(
     use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False,
@@ -52,25 +59,27 @@ def _state_dict(path: str) -> dict:
     from safetensors.torch import load_file
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"toy model weights not found at {path}; run scripts/train_toy.py")
+        hint = (f"; ${WEIGHTS_ENV} is set: point it at a file written by scripts/train_toy.py, or unset it"
+                if os.environ.get(WEIGHTS_ENV) == path else "; run scripts/train_toy.py")
+        raise FileNotFoundError(f"toy model weights not found at {path}{hint}")
     return {k: v.float() for k, v in load_file(path).items()}
 
 
-def load_unet(path: str = WEIGHTS):
+def load_unet(path: str | None = None):
     """The trained toy UNet as a plain fp32 module, for training-side checks (toy/dragon_toy/check.py)."""
     unet = build_unet()
-    unet.load_state_dict(_state_dict(path))
+    unet.load_state_dict(_state_dict(path or weights_path()))
     return unet.eval().requires_grad_(False)
 
 
-def load_model_patcher(path: str = WEIGHTS):
+def load_model_patcher(path: str | None = None):
     """The trained toy model as a ComfyUI MODEL (ModelPatcher), like a checkpoint loader gives."""
     import comfy.latent_formats
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
 
-    sd = _state_dict(path)
+    sd = _state_dict(path or weights_path())
     mc = comfy.supported_models.SD15(dict(UNET_CONFIG))
     mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
     mc.set_inference_dtype(torch.float32, None)
