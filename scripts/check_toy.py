@@ -4,7 +4,8 @@
 
 Prints, on the benchmark's test scenes: DDIM reconstruction PSNR, how Gaussian the inverted noise
 is, the copy test (background PSNR after the official start-noise copy, with no guidance) and how
-similar the decoder features of an object and of the background are (the move energy's lever).
+similar the decoder features of an object and of the background are (the move energy's lever), and
+what the features carry: the scene or the noise, and the image's colour or not (FeatureContent).
 See README, "Quality benchmark", for what the figures of the shipped weights mean for the edits.
 """
 from __future__ import annotations

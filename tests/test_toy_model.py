@@ -100,3 +100,30 @@ def test_loader_takes_candidate_weights_from_the_environment(tmp_path, monkeypat
     monkeypatch.setenv(toy_model.WEIGHTS_ENV, str(tmp_path / "missing.safetensors"))
     with pytest.raises(FileNotFoundError, match=toy_model.WEIGHTS_ENV):
         toy_model.load_model_patcher()
+
+
+class _FakeUNet(torch.nn.Module):
+    """Output block 0 emits x_t itself: features that follow the noise. Block 1 emits a 9x9 box blur of
+    x_t, where the noise averages out and the smooth scene, colour included, stays: features that carry
+    the scene."""
+
+    def __init__(self):
+        super().__init__()
+        self.output_blocks = torch.nn.ModuleList([
+            torch.nn.Sequential(torch.nn.Identity()),
+            torch.nn.Sequential(torch.nn.AvgPool2d(9, 1, 4, count_include_pad=False)),
+        ])
+
+    def forward(self, x, timesteps, context=None):
+        for block in self.output_blocks:
+            block(x)
+        return torch.zeros_like(x)
+
+
+def test_feature_content_tells_scene_features_from_noise_features():
+    fc = check.feature_content(_FakeUNet(), SEEDS[:3], [0, 1])
+    for d in (fc.mean_share, fc.noise_similarity, fc.colour_similarity):
+        assert all(0.0 <= v <= 1.0 for v in d.values()), d
+    assert fc.noise_similarity[1] > fc.noise_similarity[0] + 0.1, fc
+    assert fc.colour_similarity[1] < fc.colour_similarity[0] - 0.05, fc
+    assert fc.mean_share[0] < 0.2 < fc.mean_share[1]  # x_t is mostly zero-mean noise; its blur mostly the scene's mean

@@ -1,5 +1,5 @@
 """Acceptance checks of a toy model, in plain PyTorch: DDIM inversion, reconstruction and how
-Gaussian the inverted noise is.
+Gaussian the inverted noise is, and what its decoder features carry.
 
 DragonDiffusion starts its edit from the inverted noise x_T and copies the object's part of it to
 the target place. That only works when x_T looks like the noise the model was trained on: an
@@ -133,34 +133,88 @@ def copy_test(unet, seeds: list[int], steps: int = 50) -> float:
     return sum(out) / len(out)
 
 
+def _features(unet, x0: torch.Tensor, t: int, noise: torch.Tensor, blocks: list[int]) -> dict[int, torch.Tensor]:
+    """Decoder features (the output of each block's last layer) of clean images x0 noised to t with `noise`."""
+    feats: dict[int, torch.Tensor] = {}
+    hooks = [unet.output_blocks[b][-1].register_forward_hook(
+        lambda m, i, o, b=b: feats.__setitem__(b, o.float())) for b in blocks]
+    abar = float(toy_model.alphas_cumprod()[t])
+    try:
+        _eps(unet, math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise, t)
+    finally:
+        for h in hooks:
+            h.remove()
+    return feats
+
+
+def _on_grid(mask: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(mask[None, None].float(), size=f.shape[-2:], mode="nearest")[0, 0].bool()
+
+
 @torch.no_grad()
 def feature_similarity(unet, seeds: list[int], blocks: list[int], t: int = 501) -> dict[int, float]:
     """Per decoder output block: mean s_hat = (1 + cos) / 2 between the features of an object's
     pixels and of the background pixels it is moved onto, at timestep t. The move energy pulls the
     second toward the first; near 1 means the features barely tell object from background and the
     energy has little to pull with (white noise features would give about 0.5)."""
-    feats: dict[int, torch.Tensor] = {}
-    hooks = [unet.output_blocks[b][-1].register_forward_hook(
-        lambda m, i, o, b=b: feats.__setitem__(b, o)) for b in blocks]
-    abar = float(toy_model.alphas_cumprod()[t])
     sims: dict[int, list[float]] = {b: [] for b in blocks}
-    try:
-        for seed in seeds:
-            c = scenes.make_case("move", seed)
-            x0 = c.source[None] * 2 - 1
-            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-            _eps(unet, math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise, t)
-            dx, dy = (int(round(v)) for v in c.offset)
-            tgt = c.target_region.bool().flatten()
-            src = torch.roll(c.target_region.bool(), (-dy, -dx), (0, 1)).flatten()
-            for b in blocks:
-                f = F.interpolate(feats[b].float(), size=x0.shape[-2:], mode="nearest")[0].flatten(1)
-                cos = F.cosine_similarity(f[:, tgt], f[:, src], dim=0)
-                sims[b].append(float(((1 + cos) / 2).mean()))
-    finally:
-        for h in hooks:
-            h.remove()
+    for seed in seeds:
+        c = scenes.make_case("move", seed)
+        x0 = c.source[None] * 2 - 1
+        feats = _features(unet, x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)), blocks)
+        dx, dy = (int(round(v)) for v in c.offset)
+        tgt = c.target_region.bool().flatten()
+        src = torch.roll(c.target_region.bool(), (-dy, -dx), (0, 1)).flatten()
+        for b in blocks:
+            f = F.interpolate(feats[b], size=x0.shape[-2:], mode="nearest")[0].flatten(1)
+            cos = F.cosine_similarity(f[:, tgt], f[:, src], dim=0)
+            sims[b].append(float(((1 + cos) / 2).mean()))
     return {b: sum(v) / len(v) for b, v in sims.items()}
+
+
+COLOUR_SHIFT = (0.3, -0.2, 0.1)  # a large global colour change, in the model's [-1, 1] pixel space
+
+
+@dataclass
+class FeatureContent:
+    """What a decoder block's features carry, on the background (outside the object), per block.
+
+    The energies compare the edit's features with the inverted image's; they can only hold what the
+    features see. All three use features standardised per channel by the clean image's own spatial
+    mean and spread (so a large constant per channel cannot make everything look alike)."""
+    mean_share: dict[int, float]  # share of the raw features' energy in their per-channel spatial mean
+    noise_similarity: dict[int, float]  # s_hat between two noisings of the same image: near 1 = follows the scene
+    colour_similarity: dict[int, float]  # s_hat between the image and its colour-shifted copy, same noise:
+    # near 1 = blind to colour (the consistency energy cannot hold the background's colour)
+
+
+@torch.no_grad()
+def feature_content(unet, seeds: list[int], blocks: list[int], t: int = 501,
+                    shift: tuple[float, float, float] = COLOUR_SHIFT) -> FeatureContent:
+    def standardised(f: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return (f - ref.mean((-2, -1), keepdim=True)) / (ref.std((-2, -1), keepdim=True) + 1e-6)
+
+    def s_hat(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor) -> float:
+        return float(((1 + F.cosine_similarity(a, b, dim=1)[0]) / 2)[keep].mean())
+
+    acc: dict[str, dict[int, list[float]]] = {k: {b: [] for b in blocks} for k in ("mean", "noise", "colour")}
+    for seed in seeds:
+        c = scenes.make_case("move", seed)
+        x0 = c.source[None] * 2 - 1
+        n1 = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+        n2 = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 7919))
+        f1 = _features(unet, x0, t, n1, blocks)
+        f2 = _features(unet, x0, t, n2, blocks)
+        f3 = _features(unet, x0 + torch.tensor(shift).view(1, 3, 1, 1), t, n1, blocks)
+        for b in blocks:
+            keep = ~_on_grid(c.object_mask, f1[b])
+            mean = f1[b].mean((-2, -1), keepdim=True)
+            acc["mean"][b].append(float(mean.pow(2).sum() * f1[b][0, 0].numel() / f1[b].pow(2).sum()))
+            g1 = standardised(f1[b], f1[b])
+            acc["noise"][b].append(s_hat(g1, standardised(f2[b], f1[b]), keep))
+            acc["colour"][b].append(s_hat(g1, standardised(f3[b], f1[b]), keep))
+    avg = {k: {b: sum(v) / len(v) for b, v in d.items()} for k, d in acc.items()}
+    return FeatureContent(mean_share=avg["mean"], noise_similarity=avg["noise"], colour_similarity=avg["colour"])
 
 
 TEST_SEEDS = list(range(1000, 1008))  # the benchmark's test scenes (settings scenes are < 1000)
@@ -173,11 +227,14 @@ def report(unet, steps: int = 50, seeds: list[int] = TEST_SEEDS) -> dict:
     x0 = torch.stack([scenes.make_case("move", s).source for s in seeds]) * 2 - 1
     x_t = invert(unet, x0, steps)
     stats = noise_stats(x_t, x0)
-    sims = feature_similarity(unet, seeds, list(range(len(unet.output_blocks) - 1)))
+    blocks = list(range(len(unet.output_blocks) - 1))
+    sims = feature_similarity(unet, seeds, blocks)
+    content = feature_content(unet, seeds[:4], blocks)
     return {
         "reconstruction_psnr": round(psnr(sample(unet, x_t, steps), x0), 2),
         **{f"noise_{k}": round(v, 3) for k, v in vars(stats).items()},
         "noise_gaussian_enough": stats.gaussian_enough(),
         "copy_test_bg_psnr": round(copy_test(unet, seeds[:4], steps), 2),
         **{f"object_vs_background_similarity_block{b}": round(v, 3) for b, v in sims.items()},
+        **{f"feature_{k}_block{b}": round(v, 3) for k, d in vars(content).items() for b, v in d.items()},
     }
