@@ -1,4 +1,4 @@
-"""A slice of the quality benchmark in CI: the toy model, real ComfyUI, move and drag (2 scenes, 10 steps)."""
+"""A slice of the quality benchmark in CI: the toy model, real ComfyUI, move and drag (4 test scenes, 50 steps)."""
 from __future__ import annotations
 
 import json
@@ -17,30 +17,43 @@ def bench(tmp_path_factory) -> dict:
     if not WEIGHTS.exists():
         pytest.fail(f"the toy model's weights are missing: {WEIGHTS} (they are part of the repository)")
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--modes", "move", "drag", "--scenes", "2", "--steps", "10",
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--modes", "move", "drag", "--scenes", "4", "--steps", "50",
            "--variants", "none", "--out", str(out / "q.json"), "--strip-dir", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return json.loads((out / "q.json").read_text())
 
 
 @pytest.mark.parametrize("mode", ["move", "drag"])
 def test_benchmark_scores_every_method_through_the_real_nodes(bench, mode):
-    """The slice ran the real nodes in real ComfyUI and scored every method on every metric.
-
-    Not yet asserted: that the edit beats the no-guidance baseline. On the toy model it does not
-    yet (issue #4 stays open with the findings); this test keeps the benchmark itself working."""
+    """The slice ran the real nodes in real ComfyUI and scored every method on every metric."""
     m = bench["modes"][mode]
     for name in ("dragon", "no_guidance", "copy_paste", "copy_paste_fill", "ground_truth"):
         s = m["methods"][name]
         for k in ("centroid_err", "iou", "in_target", "bg_psnr", "vacated_psnr", "vacated_texture_err", "ghost",
                   "full_psnr"):
-            assert k in s and s[k]["n"] == 2, (name, k)
+            assert k in s and s[k]["n"] == 4, (name, k)
     for name in ("dragon", "no_guidance"):
         assert m["methods"][name]["seconds"]["mean"] > 0
         assert m["methods"][name]["full_psnr"]["mean"] < 99  # a real result, not the ground truth
     assert "no_guidance" in m["paired_vs_dragon"] and "iou" in m["paired_vs_dragon"]["no_guidance"]
-    assert len(m["per_scene"]["dragon"]) == 2
+    assert len(m["per_scene"]["dragon"]) == 4
+
+
+def test_drag_beats_the_no_guidance_baseline(bench):
+    """Drag's guidance more than halves what stays behind at the handles and fills it better, against the
+    same nodes with energy_scale 0 and no K/V patch (the 40-scene run: ghost 0.61 -> 0.27, vacated PSNR
+    +3.6 dB, full PSNR +1.2 dB; README, Quality benchmark). A guidance that does nothing, or pushes the
+    wrong way, fails here (checked: with energy_scale 0 the ghost difference is 0.000). On this toy model
+    the object at the handle mostly breaks up rather than travelling whole (IoU 0.12 -> 0.17), so this
+    guards the guidance, not the quality of the edit.
+
+    Not asserted for move: on the toy model move does not yet beat the baseline (issue #4 and README
+    give the reasons), so its slice only keeps the benchmark working."""
+    p = bench["modes"]["drag"]["paired_vs_dragon"]["no_guidance"]  # no guidance minus Dragon, per scene
+    assert p["ghost"]["mean_diff"] > 0.2 and p["ghost"]["ci95"][0] > 0, p["ghost"]
+    assert p["vacated_psnr"]["mean_diff"] < -1.0, p["vacated_psnr"]
+    assert p["full_psnr"]["mean_diff"] < -0.5, p["full_psnr"]
 
 
 def test_ground_truth_scores_as_the_ceiling(bench):
