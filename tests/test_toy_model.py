@@ -127,3 +127,35 @@ def test_feature_content_tells_scene_features_from_noise_features():
     assert fc.noise_similarity[1] > fc.noise_similarity[0] + 0.1, fc
     assert fc.colour_similarity[1] < fc.colour_similarity[0] - 0.05, fc
     assert fc.mean_share[0] < 0.2 < fc.mean_share[1]  # x_t is mostly zero-mean noise; its blur mostly the scene's mean
+
+
+def test_v_prediction_weights_load_as_a_v_model_and_give_the_noise(tmp_path):
+    """Weights trained with --prediction v (stored in their metadata) load the way ComfyUI loads an SD2.x-768
+    checkpoint, and the checks turn the UNet's v back into the noise; unknown metadata is refused."""
+    import comfy.model_sampling
+    from safetensors.torch import save_file
+
+    path = tmp_path / "v.safetensors"
+    save_file(toy_model._state_dict(toy_model.WEIGHTS), str(path), metadata={"prediction": "v"})
+    assert toy_model.prediction(str(path)) == "v" and toy_model.prediction(toy_model.WEIGHTS) == "eps"
+    assert isinstance(toy_model.load_model_patcher(str(path)).model.model_sampling, comfy.model_sampling.V_PREDICTION)
+    assert isinstance(toy_model.load_model_patcher(toy_model.WEIGHTS).model.model_sampling, comfy.model_sampling.EPS)
+    assert toy_model.load_unet(str(path)).prediction == "v"
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps, t = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1, torch.randn(1, 3, 8, 8, generator=g), 501
+    a = float(toy_model.alphas_cumprod()[t])
+
+    class _VUNet(torch.nn.Module):
+        prediction = "v"
+
+        def forward(self, x, timesteps, context=None):
+            return a ** 0.5 * eps - (1 - a) ** 0.5 * x0
+
+    x_t = a ** 0.5 * x0 + (1 - a) ** 0.5 * eps
+    assert torch.allclose(check._eps(_VUNet(), x_t, t), eps, atol=1e-5)
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(1)}, str(bad), metadata={"prediction": "x0"})
+    with pytest.raises(ValueError, match="prediction"):
+        toy_model.prediction(str(bad))

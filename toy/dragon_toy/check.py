@@ -27,8 +27,13 @@ def ddim_timesteps(steps: int) -> list[int]:
 
 
 def _eps(unet, x: torch.Tensor, t: int) -> torch.Tensor:
+    """The UNet's noise estimate at VP latent x and timestep t, whatever it predicts (its `prediction`)."""
     ctx = torch.zeros(x.shape[0], 1, toy_model.CONTEXT_DIM, dtype=x.dtype)
-    return unet(x, torch.full((x.shape[0],), float(t)), context=ctx).float()
+    out = unet(x, torch.full((x.shape[0],), float(t)), context=ctx).float()
+    if getattr(unet, "prediction", "eps") == "v":  # v = sqrt(a)*eps - sqrt(1-a)*x0, x = sqrt(a)*x0 + sqrt(1-a)*eps
+        a = float(toy_model.alphas_cumprod()[t])
+        out = math.sqrt(a) * out + math.sqrt(1 - a) * x.float()
+    return out
 
 
 @torch.no_grad()

@@ -55,35 +55,64 @@ def build_unet(dtype=torch.float32):
     return unet
 
 
-def _state_dict(path: str) -> dict:
-    from safetensors.torch import load_file
-
+def _state_dict_exists(path: str) -> None:
     if not os.path.isfile(path):
         hint = (f"; ${WEIGHTS_ENV} is set: point it at a file written by scripts/train_toy.py, or unset it"
                 if os.environ.get(WEIGHTS_ENV) == path else "; run scripts/train_toy.py")
         raise FileNotFoundError(f"toy model weights not found at {path}{hint}")
+
+
+def _state_dict(path: str) -> dict:
+    from safetensors.torch import load_file
+
+    _state_dict_exists(path)
     return {k: v.float() for k, v in load_file(path).items()}
 
 
+PREDICTIONS = ("eps", "v")  # what the UNet predicts: the noise (SD1.x), or v = sqrt(abar)*eps - sqrt(1-abar)*x0 (SD2.x-768)
+
+
+def prediction(path: str | None = None) -> str:
+    """The parametrisation a weights file was trained with (its "prediction" metadata; older files: eps)."""
+    from safetensors import safe_open
+
+    path = path or weights_path()
+    _state_dict_exists(path)
+    with safe_open(path, "pt") as f:
+        pred = (f.metadata() or {}).get("prediction", "eps")
+    if pred not in PREDICTIONS:
+        raise ValueError(f"toy weights {path}: unknown prediction {pred!r} in their metadata (expected one of {PREDICTIONS})")
+    return pred
+
+
 def load_unet(path: str | None = None):
-    """The trained toy UNet as a plain fp32 module, for training-side checks (toy/dragon_toy/check.py)."""
+    """The trained toy UNet as a plain fp32 module, for training-side checks (toy/dragon_toy/check.py).
+    Its `prediction` attribute says what it outputs."""
+    path = path or weights_path()
     unet = build_unet()
-    unet.load_state_dict(_state_dict(path or weights_path()))
+    unet.load_state_dict(_state_dict(path))
+    unet.prediction = prediction(path)
     return unet.eval().requires_grad_(False)
 
 
 def load_model_patcher(path: str | None = None):
-    """The trained toy model as a ComfyUI MODEL (ModelPatcher), like a checkpoint loader gives."""
+    """The trained toy model as a ComfyUI MODEL (ModelPatcher), like a checkpoint loader gives; eps- or
+    v-prediction as its weights say."""
     import comfy.latent_formats
+    import comfy.model_base
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
 
-    sd = _state_dict(path or weights_path())
+    path = path or weights_path()
+    sd = _state_dict(path)
     mc = comfy.supported_models.SD15(dict(UNET_CONFIG))
     mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
     mc.set_inference_dtype(torch.float32, None)
-    model = mc.get_model({})
+    if prediction(path) == "v":  # as ComfyUI loads an SD2.x-768 checkpoint
+        model = comfy.model_base.BaseModel(mc, model_type=comfy.model_base.ModelType.V_PREDICTION)
+    else:
+        model = mc.get_model({})
     missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"toy weights do not fit the toy UNet: missing {missing[:3]}, unexpected {unexpected[:3]}")
