@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks used as guidance features "
                     "(default: the pack's choice, unet_layout.feature_blocks)")
     args = ap.parse_args()
+    if args.weights:  # relative to where it was called from, not ComfyUI's folder (chdir below)
+        args.weights = str(Path(args.weights).resolve())
 
     sys.path.insert(0, str(COMFY))
     os.chdir(COMFY)
