@@ -304,7 +304,8 @@ def main() -> None:
     info = srv.get("/object_info")
     report: dict = {"command": " ".join(sys.argv[1:]), "steps": args.steps, "scenes": args.scenes,
                     "seeds": [seeds[0], seeds[-1]], "overrides": overrides, "threads": args.threads,
-                    "weights": {"path": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
+                    "weights": {"path": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
+                                "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "date": time.strftime("%Y-%m-%d"), "modes": {}}
     t_start = time.time()

@@ -7,8 +7,9 @@ same amount (on an idle core the two are equal).
 
 Writes toy/dragon_toy/weights/dragon_toy_unet.safetensors (EMA weights, fp16) and appends to
 toy/dragon_toy/weights/train_log.txt, ending with the acceptance figures of toy/dragon_toy/check.py
-(reconstruction, Gaussian inverted noise, the start-noise copy test, feature similarity). Retraining is not bit-reproducible across CPUs (thread
-scheduling, bf16 kernels), which is why the weights are shipped.
+(reconstruction, Gaussian inverted noise, the start-noise copy test, what the features carry).
+Retraining is not bit-reproducible across CPUs (thread scheduling, bf16 kernels), which is why the
+weights are shipped.
 """
 from __future__ import annotations
 

@@ -274,9 +274,8 @@ FILE_CALLS = {"open", "Image.open", "load_file", "safe_open", "save_file", "torc
 ALLOWED_FILE_ACCESS = {
     ("nodes/editor.py", "Image.open"): "the path comes from input_file(), which refuses anything outside the input "
                                        "folder (fuzzed above)",
-    ("toy/dragon_toy/model.py", "load_file"): "the toy model's weights: the bundled file, or $DRAGON_TOY_WEIGHTS set by "
-                                              "whoever starts the server, never a prompt input (safetensors)",
-    ("toy/dragon_toy/model.py", "safe_open"): "the same weights file's metadata (its prediction type), read only",
+    ("toy/dragon_toy/model.py", "safe_open"): "the toy model's weights (safetensors, read only): the bundled file, or "
+                                              "$DRAGON_TOY_WEIGHTS set by whoever starts the server, never a prompt input",
 }
 
 

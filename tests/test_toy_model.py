@@ -83,7 +83,7 @@ def test_loader_takes_candidate_weights_from_the_environment(tmp_path, monkeypat
     unset, the shipped weights load; set to a missing file, the error names the variable."""
     from safetensors.torch import save_file
 
-    shipped = toy_model._state_dict(toy_model.WEIGHTS)
+    shipped = toy_model._read(toy_model.WEIGHTS)[0]
     candidate = {k: v + 0.01 for k, v in shipped.items()}
     path = tmp_path / "candidate.safetensors"
     save_file(candidate, str(path))
@@ -136,7 +136,7 @@ def test_v_prediction_weights_load_as_a_v_model_and_give_the_noise(tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "v.safetensors"
-    save_file(toy_model._state_dict(toy_model.WEIGHTS), str(path), metadata={"prediction": "v"})
+    save_file(toy_model._read(toy_model.WEIGHTS)[0], str(path), metadata={"prediction": "v"})
     assert toy_model.prediction(str(path)) == "v" and toy_model.prediction(toy_model.WEIGHTS) == "eps"
     assert isinstance(toy_model.load_model_patcher(str(path)).model.model_sampling, comfy.model_sampling.V_PREDICTION)
     assert isinstance(toy_model.load_model_patcher(toy_model.WEIGHTS).model.model_sampling, comfy.model_sampling.EPS)

@@ -55,43 +55,39 @@ def build_unet(dtype=torch.float32):
     return unet
 
 
-def _state_dict_exists(path: str) -> None:
+PREDICTIONS = ("eps", "v")  # what the UNet predicts: the noise (SD1.x), or v = sqrt(abar)*eps - sqrt(1-abar)*x0 (SD2.x-768)
+
+
+def _read(path: str, tensors: bool = True) -> tuple[dict, str]:
+    """A weights file's fp32 state dict and its parametrisation ("prediction" metadata; older files: eps),
+    in one read of the safetensors file (nothing is unpickled)."""
+    from safetensors import safe_open
+
     if not os.path.isfile(path):
         hint = (f"; ${WEIGHTS_ENV} is set: point it at a file written by scripts/train_toy.py, or unset it"
                 if os.environ.get(WEIGHTS_ENV) == path else "; run scripts/train_toy.py")
         raise FileNotFoundError(f"toy model weights not found at {path}{hint}")
-
-
-def _state_dict(path: str) -> dict:
-    from safetensors.torch import load_file
-
-    _state_dict_exists(path)
-    return {k: v.float() for k, v in load_file(path).items()}
-
-
-PREDICTIONS = ("eps", "v")  # what the UNet predicts: the noise (SD1.x), or v = sqrt(abar)*eps - sqrt(1-abar)*x0 (SD2.x-768)
+    with safe_open(path, "pt") as f:
+        pred = (f.metadata() or {}).get("prediction", "eps")
+        if pred not in PREDICTIONS:
+            raise ValueError(f"toy weights {path}: unknown prediction {pred!r} in their metadata "
+                             f"(expected one of {PREDICTIONS})")
+        sd = {k: f.get_tensor(k).float() for k in f.keys()} if tensors else {}
+    return sd, pred
 
 
 def prediction(path: str | None = None) -> str:
-    """The parametrisation a weights file was trained with (its "prediction" metadata; older files: eps)."""
-    from safetensors import safe_open
-
-    path = path or weights_path()
-    _state_dict_exists(path)
-    with safe_open(path, "pt") as f:
-        pred = (f.metadata() or {}).get("prediction", "eps")
-    if pred not in PREDICTIONS:
-        raise ValueError(f"toy weights {path}: unknown prediction {pred!r} in their metadata (expected one of {PREDICTIONS})")
-    return pred
+    """The parametrisation a weights file was trained with (reads only its header)."""
+    return _read(path or weights_path(), tensors=False)[1]
 
 
 def load_unet(path: str | None = None):
     """The trained toy UNet as a plain fp32 module, for training-side checks (toy/dragon_toy/check.py).
     Its `prediction` attribute says what it outputs."""
-    path = path or weights_path()
+    sd, pred = _read(path or weights_path())
     unet = build_unet()
-    unet.load_state_dict(_state_dict(path))
-    unet.prediction = prediction(path)
+    unet.load_state_dict(sd)
+    unet.prediction = pred
     return unet.eval().requires_grad_(False)
 
 
@@ -104,12 +100,11 @@ def load_model_patcher(path: str | None = None):
     import comfy.model_patcher
     import comfy.supported_models
 
-    path = path or weights_path()
-    sd = _state_dict(path)
+    sd, pred = _read(path or weights_path())
     mc = comfy.supported_models.SD15(dict(UNET_CONFIG))
     mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
     mc.set_inference_dtype(torch.float32, None)
-    if prediction(path) == "v":  # as ComfyUI loads an SD2.x-768 checkpoint
+    if pred == "v":  # as ComfyUI loads an SD2.x-768 checkpoint
         model = comfy.model_base.BaseModel(mc, model_type=comfy.model_base.ModelType.V_PREDICTION)
     else:
         model = mc.get_model({})
