@@ -88,7 +88,7 @@ def main() -> None:
             case = scenes.make_case(args.mode, seed)
             latent = vae.encode(case.source.permute(1, 2, 0)[None])
             inv, _ = mod["nodes.invert"].run_inversion(model, cond, latent, args.steps)
-            kw = dict(object_mask=case.object_mask[None], energy_scale=energy, schedule=args.schedule,
+            kw = dict(object_mask=case.guide_mask[None], energy_scale=energy, schedule=args.schedule,
                       w_inpaint=args.w_inpaint, w_contrast=args.w_contrast,
                       w_content=args.w_content)
             if args.mode == "drag":

@@ -135,12 +135,14 @@ def test_v_prediction_weights_load_as_a_v_model_and_give_the_noise(tmp_path):
     import comfy.model_sampling
     from safetensors.torch import save_file
 
-    path = tmp_path / "v.safetensors"
-    save_file(toy_model._read(toy_model.WEIGHTS)[0], str(path), metadata={"prediction": "v"})
-    assert toy_model.prediction(str(path)) == "v" and toy_model.prediction(toy_model.WEIGHTS) == "eps"
-    assert isinstance(toy_model.load_model_patcher(str(path)).model.model_sampling, comfy.model_sampling.V_PREDICTION)
-    assert isinstance(toy_model.load_model_patcher(toy_model.WEIGHTS).model.model_sampling, comfy.model_sampling.EPS)
-    assert toy_model.load_unet(str(path)).prediction == "v"
+    # the shipped weights are v; the same tensors without the metadata (older files) load as eps
+    path = tmp_path / "eps.safetensors"
+    save_file(toy_model._read(toy_model.WEIGHTS)[0], str(path))
+    assert toy_model.prediction(toy_model.WEIGHTS) == "v" and toy_model.prediction(str(path)) == "eps"
+    assert isinstance(toy_model.load_model_patcher(toy_model.WEIGHTS).model.model_sampling,
+                      comfy.model_sampling.V_PREDICTION)
+    assert isinstance(toy_model.load_model_patcher(str(path)).model.model_sampling, comfy.model_sampling.EPS)
+    assert toy_model.load_unet(toy_model.WEIGHTS).prediction == "v" and toy_model.load_unet(str(path)).prediction == "eps"
 
     g = torch.Generator().manual_seed(0)
     x0, eps, t = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1, torch.randn(1, 3, 8, 8, generator=g), 501

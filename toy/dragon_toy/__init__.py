@@ -59,7 +59,8 @@ class ToyScene:
     RETURN_NAMES = ("image", "expected", "object_mask", "reference", "reference_mask", "points", "offset_x",
                     "offset_y", "scale")
     OUTPUT_TOOLTIPS = (
-        "The image to edit.", "The exact correct result of the edit.", "The object, as a user would paint it.",
+        "The image to edit.", "The exact correct result of the edit.",
+        "The mask a user would paint: the object; for drag the editable region (the object and where it goes).",
         "paste/appearance: the other image (else the image itself).", "The object in the reference image.",
         "drag: handle/target pairs as the Mask/Point Editor's JSON.", "Offset of the edit, pixels.",
         "Offset of the edit, pixels.", "resize: scale factor.")
@@ -71,7 +72,7 @@ class ToyScene:
         ref = c.reference if c.reference is not None else c.source
         ref_mask = c.reference_mask if c.reference_mask is not None else torch.zeros_like(c.object_mask)
         points = json.dumps([{"x": x, "y": y} for (x, y) in c.points])
-        return (_image(c.source), _image(c.expected), c.object_mask[None].float(), _image(ref), ref_mask[None].float(),
+        return (_image(c.source), _image(c.expected), c.guide_mask[None].float(), _image(ref), ref_mask[None].float(),
                 points, int(c.offset[0]), int(c.offset[1]), float(c.scale))
 
 

@@ -63,6 +63,12 @@ class Case:
     points: list = field(default_factory=list)  # [[hx, hy], [tx, ty], ...]: handle, target alternating, pixels
     reference: Optional[torch.Tensor] = None  # paste/appearance: the other image
     reference_mask: Optional[torch.Tensor] = None
+    editable: Optional[torch.Tensor] = None  # drag: the region the user lets change (object + where it goes)
+
+    @property
+    def guide_mask(self) -> torch.Tensor:
+        """The mask given to Guidance Setup: the editable region for drag, else the painted object."""
+        return self.editable if self.editable is not None else self.object_mask
 
 
 def _grid(h: int, w: int, ss: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,6 +236,9 @@ def make_case(mode: str, seed: int) -> Case:
         hy = obj.cy + (float(torch.rand(1, generator=g)) - 0.5) * obj.ry
         kw["points"] = [[round(hx, 1), round(hy, 1)], [round(hx + dx, 1), round(hy + dy, 1)]]
         kw["offset"] = (dx, dy)
+        # drag's mask is the editable region (the official code requires one): a user paints the object
+        # and the place it is dragged to, so the guidance may change both and holds everything else
+        kw["editable"] = torch.maximum(painted, _regions(new)[0])
     elif mode == "paste":
         # the object comes from another scene; it lands `offset` away from where it sits there
         rbg = random_background(g)
