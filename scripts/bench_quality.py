@@ -277,11 +277,21 @@ def main() -> None:
                          "scripts/train_toy.py --out /tmp/candidate.safetensors")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="only merge the modes of earlier runs (e.g. two processes on two cores) into --out")
+    ap.add_argument("--markdown", metavar="JSON",
+                    help="only print the README's two tables (results, paired differences) of a finished run")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown_tables(json.loads(Path(args.markdown).read_text())))
+        return
     if args.merge:
-        merged = json.loads(Path(args.merge[0]).read_text())
-        for extra in args.merge[1:]:
-            other = json.loads(Path(extra).read_text())
+        runs = [json.loads(Path(p).read_text()) for p in args.merge]
+        for p, run in zip(args.merge, runs):
+            if run.get("weights", {}).get("sha256") != runs[0].get("weights", {}).get("sha256"):
+                ap.error(f"--merge: {p} ran on other toy weights than {args.merge[0]}; merge runs of one model")
+            for m in run["modes"].values():  # each mode keeps the settings it ran with
+                m.setdefault("overrides", run.get("overrides", {}))
+        merged = runs[0]
+        for other in runs[1:]:
             merged["modes"].update(other["modes"])
             merged["command"] += " + " + other["command"]
             merged["wall_seconds"] = max(merged["wall_seconds"], other["wall_seconds"])
@@ -335,7 +345,7 @@ def main() -> None:
                 print(f"{mode} {seed}: " + "  ".join(
                     f"{n} iou={r[-1].get('iou', float('nan')):.2f} bg={r[-1]['bg_psnr']:.1f}"
                     for n, r in rows.items() if n in runs), flush=True)
-            m = {"methods": {n: summarise(r) for n, r in rows.items()},
+            m = {"overrides": overrides, "methods": {n: summarise(r) for n, r in rows.items()},
                  "paired_vs_dragon": {n: paired(rows["dragon"], rows[n]) for n in runs if n != "dragon"},
                  "per_scene": {n: r for n, r in rows.items()}}
             report["modes"][mode] = m
@@ -355,6 +365,42 @@ def _fmt(s: dict | None, k: str) -> str:
         return "–"
     v = s[k]["median" if k == "centroid_err" else "mean"]
     return f"{v:.3f}" if k in ("in_target", "iou", "ghost", "vacated_texture_err") else f"{v:.2f}"
+
+
+README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Dragon, no K/V",
+                "dragondiffusion_schedule": "Dragon, DragonDiffusion schedule", "copy_paste": "copy-paste",
+                "copy_paste_fill": "copy-paste + fill", "ground_truth": "ground truth (ceiling)"}
+
+
+def _cell(s: dict | None, k: str) -> str:
+    if not s or k not in s:
+        return "–"
+    v = s[k]["median" if k == "centroid_err" else "mean"]
+    if v >= 99 and k.endswith("psnr"):
+        return "∞"  # identical pixels (the PSNR is capped at 100)
+    return f"{v:.1f}" if k.endswith("psnr") or k == "seconds" else f"{v:.2f}"
+
+
+def markdown_tables(report: dict) -> str:
+    """The README's tables of a run: every method per mode, then Dragon minus each other method per scene
+    (mean and bootstrap 95% interval; the JSON stores the other method minus Dragon)."""
+    cols = ("centroid_err", "in_target", "iou", "bg_psnr", "vacated_psnr", "vacated_texture_err", "ghost",
+            "full_psnr", "seconds")
+    heads = ("centroid err (px)", "in target", "IoU", "bg PSNR", "vacated PSNR", "vacated texture err", "ghost",
+             "full PSNR", "s/edit")
+    out = ["| mode | method | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(cols)]
+    for mode, m in report["modes"].items():
+        for name, s in m["methods"].items():
+            out.append(f"| {mode} | {README_NAMES.get(name, name)} | " + " | ".join(_cell(s, k) for k in cols) + " |")
+    keys = ("in_target", "iou", "bg_psnr", "vacated_psnr", "ghost", "full_psnr")
+    out += ["", "| mode | difference | " + " | ".join(heads[cols.index(k)] for k in keys) + " |",
+            "|---|---|" + "---|" * len(keys)]
+    for mode, m in report["modes"].items():
+        for name, p in m["paired_vs_dragon"].items():
+            cells = [f"{-p[k]['mean_diff']:+.2f} [{-p[k]['ci95'][1]:+.2f}, {-p[k]['ci95'][0]:+.2f}]"
+                     if k in p else "–" for k in keys]
+            out.append(f"| {mode} | Dragon − {README_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def print_table(mode: str, m: dict) -> None:

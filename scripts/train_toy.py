@@ -47,8 +47,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
                     help="bf16 autocast + channels_last: about 2x faster on CPUs with AMX, 10x slower without")
-    ap.add_argument("--prediction", choices=toy_model.PREDICTIONS, default="eps",
-                    help="train the UNet to predict the noise (SD1.x) or v (SD2.x-768); stored in the weights' metadata")
+    ap.add_argument("--prediction", choices=toy_model.PREDICTIONS, default="v",
+                    help="train the UNet to predict v (SD2.x-768; the shipped model) or the noise (SD1.x, the first "
+                         "model: its features follow the noise, not the scene); stored in the weights' metadata")
     ap.add_argument("--out", default=toy_model.WEIGHTS)
     args = ap.parse_args()
 

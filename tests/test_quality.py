@@ -17,8 +17,10 @@ def bench(tmp_path_factory) -> dict:
     if not WEIGHTS.exists():
         pytest.fail(f"the toy model's weights are missing: {WEIGHTS} (they are part of the repository)")
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--modes", "move", "drag", "--scenes", "4", "--steps", "50",
-           "--variants", "none", "--out", str(out / "q.json"), "--strip-dir", str(out)]
+    # energy_scale 80: the full run's setting for move on this model (chosen on the settings scenes), drag's default
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--modes", "move", "drag", "--scenes", "4",
+           "--steps", "50", "--variants", "none", "--set", "energy_scale=80",
+           "--out", str(out / "q.json"), "--strip-dir", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return json.loads((out / "q.json").read_text())
@@ -40,20 +42,29 @@ def test_benchmark_scores_every_method_through_the_real_nodes(bench, mode):
     assert len(m["per_scene"]["dragon"]) == 4
 
 
+def test_move_beats_the_no_guidance_baseline(bench):
+    """Move's guidance keeps the image and fills the vacated place far better than regenerating from the same
+    copied start noise without it (the same nodes with energy_scale 0 and no K/V patch; the 40-scene run:
+    background 25.2 -> 32.9 dB, vacated 12.4 -> 21.3 dB, full 19.3 -> 25.4 dB; README, Quality benchmark).
+    On these 4 scenes every scene gains on all three, so the intervals must lie below zero. Checked: with
+    energy_scale 0 (the K/V patch alone) the background still gains 4.3 dB but the vacated place only 0.6 dB
+    (interval across zero), so the test fails; drag's ghost difference is then 0.000."""
+    p = bench["modes"]["move"]["paired_vs_dragon"]["no_guidance"]  # no guidance minus Dragon, per scene
+    for k, margin in (("bg_psnr", -2.0), ("vacated_psnr", -2.0), ("full_psnr", -1.0)):
+        assert p[k]["mean_diff"] < margin and p[k]["ci95"][1] < 0, (k, p[k])
+
+
 def test_drag_beats_the_no_guidance_baseline(bench):
     """Drag's guidance more than halves what stays behind at the handles and fills it better, against the
-    same nodes with energy_scale 0 and no K/V patch (the 40-scene run: ghost 0.61 -> 0.27, vacated PSNR
-    +3.6 dB, full PSNR +1.2 dB; README, Quality benchmark). A guidance that does nothing, or pushes the
-    wrong way, fails here (checked: with energy_scale 0 the ghost difference is 0.000). On this toy model
-    the object at the handle mostly breaks up rather than travelling whole (IoU 0.12 -> 0.17), so this
-    guards the guidance, not the quality of the edit.
-
-    Not asserted for move: on the toy model move does not yet beat the baseline (issue #4 and README
-    give the reasons), so its slice only keeps the benchmark working."""
+    same nodes with energy_scale 0 and no K/V patch (the 40-scene run: ghost 0.65 -> 0.15, vacated PSNR
+    +6.4 dB, full PSNR +2.9 dB; README, Quality benchmark). A guidance that does nothing, or pushes the
+    wrong way, fails here (checked: with energy_scale 0 the ghost difference is 0.000). The object still
+    travels only in part (IoU 0.13 -> 0.23: the energy pulls one 3x3-cell patch per point and the toy model
+    carries little of the rest along), so this guards the guidance, not the edit's quality."""
     p = bench["modes"]["drag"]["paired_vs_dragon"]["no_guidance"]  # no guidance minus Dragon, per scene
-    assert p["ghost"]["mean_diff"] > 0.2 and p["ghost"]["ci95"][0] > 0, p["ghost"]
-    assert p["vacated_psnr"]["mean_diff"] < -1.0, p["vacated_psnr"]
-    assert p["full_psnr"]["mean_diff"] < -0.5, p["full_psnr"]
+    assert p["ghost"]["mean_diff"] > 0.2, p["ghost"]
+    assert p["vacated_psnr"]["mean_diff"] < -2.0, p["vacated_psnr"]
+    assert p["full_psnr"]["mean_diff"] < -1.0 and p["full_psnr"]["ci95"][1] < 0, p["full_psnr"]
 
 
 def test_ground_truth_scores_as_the_ceiling(bench):

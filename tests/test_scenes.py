@@ -87,3 +87,29 @@ def test_toy_workflow_points_are_the_scene_points():
     spec.loader.exec_module(mw)
     case = scenes.make_case("drag", 1000)
     assert [[p["x"], p["y"]] for p in mw.TOY_DRAG_POINTS] == case.points
+
+
+def test_drag_mask_is_the_editable_region_and_the_other_modes_give_the_object():
+    """Drag's guidance mask covers the object and the place it is dragged to (else the target is held as
+    background); the baselines still cut the painted object itself."""
+    d = scenes.make_case("drag", 3)
+    assert torch.equal(torch.maximum(d.guide_mask, d.object_mask), d.guide_mask)  # contains the object
+    assert bool((d.guide_mask[d.target_region > 0] > 0).all())  # and the whole target
+    assert d.guide_mask.sum() > d.object_mask.sum()
+    m = scenes.make_case("move", 3)
+    assert m.guide_mask is m.object_mask
+
+
+def _summary(v: float) -> dict:
+    return {"mean": v, "median": v, "n": 2}
+
+
+def test_readme_tables_flip_the_stored_differences_to_dragon_minus_baseline():
+    report = {"modes": {"move": {
+        "methods": {"dragon": {"iou": _summary(0.5), "bg_psnr": _summary(100.0), "centroid_err": _summary(1.234)},
+                    "no_guidance": {"iou": _summary(0.25)}},
+        # stored as no guidance minus Dragon, per scene
+        "paired_vs_dragon": {"no_guidance": {"iou": {"mean_diff": -0.25, "ci95": [-0.4, -0.1]}}}}}}
+    text = bench.markdown_tables(report)
+    assert "| move | Dragon | 1.23 | – | 0.50 | ∞ |" in text
+    assert "| move | Dragon − no guidance | – | +0.25 [+0.10, +0.40] | – |" in text

@@ -33,7 +33,7 @@ class ToyModelLoader:
 
     RETURN_TYPES = ("MODEL", "VAE", "CONDITIONING")
     RETURN_NAMES = ("model", "vae", "conditioning")
-    OUTPUT_TOOLTIPS = ("The toy UNet (ComfyUI's SD UNet class, eps prediction, SD noise schedule).",
+    OUTPUT_TOOLTIPS = ("The toy UNet (ComfyUI's SD UNet class, SD noise schedule; the shipped weights predict v).",
                        "Pixel-space conversion VAE (image*2-1).",
                        "One zero token: the model is unconditional; use it as positive and negative.")
     FUNCTION = "load"

@@ -1,6 +1,6 @@
 """The toy model: ComfyUI's own SD UNet architecture, small, in pixel space.
 
-It is an SD1.5-type model (eps prediction, SD's scaled-linear betas, the same UNetModel class,
+It is an SD-type model (v-prediction as SD 2.x-768; SD's scaled-linear betas, the same UNetModel class,
 SpatialTransformer self/cross-attention) with 3 channels at 32/16/8 px instead of 4 latent
 channels, so the pack's nodes run on it exactly as on SD. Its "VAE" is ComfyUI's pixel-space
 conversion (image*2-1). It is unconditional: the conditioning is one zero token.
@@ -55,7 +55,8 @@ def build_unet(dtype=torch.float32):
     return unet
 
 
-PREDICTIONS = ("eps", "v")  # what the UNet predicts: the noise (SD1.x), or v = sqrt(abar)*eps - sqrt(1-abar)*x0 (SD2.x-768)
+# what the UNet predicts: the noise (SD1.x), or v = sqrt(abar)*eps - sqrt(1-abar)*x0 (SD2.x-768; the shipped model)
+PREDICTIONS = ("eps", "v")
 
 
 def _read(path: str, tensors: bool = True) -> tuple[dict, str]:
