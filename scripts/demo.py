@@ -1,7 +1,8 @@
 """The pack's main job on the project's own toy model, with no download.
 
 Starts the real ComfyUI with the pack and the toy model's nodes, runs the example drag workflow
-(workflows/toy_drag.api.json) on a generated scene and writes before/after images.
+(workflows/toy_drag.api.json: one handle->target pair moves the painted object) on a generated scene and
+writes before/after images.
 Run it through scripts/demo, which builds the environment first.
 """
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     comfy_server.ensure_environment()
     prompt = json.loads(WORKFLOW.read_text())
+    scene = next(n["inputs"]["seed"] for n in prompt.values() if n["class_type"] == "DragonToy_Scene")
     work = Path(tempfile.mkdtemp(prefix="dragon_demo_"))
     print("starting ComfyUI (CPU) with the pack and the toy model ...", flush=True)
     srv = comfy_server.start(work, [ROOT / "toy"], threads=2)
@@ -59,8 +61,8 @@ def main() -> None:
                 dst = out / (node["inputs"]["filename_prefix"].split("/")[-1] + ".png")
                 shutil.copyfile(p, dst)
                 written.append(dst)
-        print(f"dragged the object of scene 1000 in {time.time() - t0:.1f} s: before.png shows the handle (red) and "
-              f"target (blue), after.png the edit, expected.png the exact answer (images are 32x32 pixels)")
+        print(f"dragged the object of toy scene {scene} in {time.time() - t0:.1f} s: before.png shows the handle "
+              f"(red) and target (blue), after.png the edit, expected.png the exact answer (images are 32x32 pixels)")
         strip = side_by_side([out / "before.png", out / "after.png", out / "expected.png"], out / "before_after.png")
         for p in [*written, strip]:
             print("wrote", p)

@@ -138,16 +138,21 @@ def ui_format(nodes: list) -> dict:
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
-# The demo on the project's toy model (toy/, loaded as extra custom nodes by scripts/demo): drag scene 1000
-# by the handle on its object; TOY_DRAG_POINTS are that scene's points (tests/test_scenes.py checks them).
-TOY_DRAG_POINTS = [{"x": 19.1, "y": 23.2}, {"x": 23.1, "y": 18.2}]
+# The demo on the project's toy model (toy/, loaded as extra custom nodes by scripts/demo): drag the object of
+# move scene 3 (a settings scene, not a test scene) by one handle->target pair. Guidance Setup in move mode moves
+# the painted object whole; drag mode moves the content at each point and, on the toy, breaks the object up
+# (README, Quality benchmark). TOY_DRAG_POINTS are that scene's points (tests/test_scenes.py checks them).
+# energy_scale 80: the toy model's setting for move (chosen on the settings scenes; the mode's default, 40, is
+# the official one for SD1.5).
+TOY_SCENE = 3
+TOY_DRAG_POINTS = [{"x": 24.2, "y": 20.9}, {"x": 24.2, "y": 11.9}]
 
 
 def toy_graph() -> list:
-    setup_w = [("mode", "drag")] + SETUP_DEFAULTS
+    setup_w = [("mode", "move")] + [(k, 80.0 if k == "energy_scale" else v) for k, v in SETUP_DEFAULTS]
     return [
         (1, "DragonToy_ModelLoader", [], {}),
-        (2, "DragonToy_Scene", [("mode", "drag"), ("seed", 1000)], {}),
+        (2, "DragonToy_Scene", [("mode", "move"), ("seed", TOY_SCENE)], {}),
         (3, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(TOY_DRAG_POINTS))], {"image": (2, 0), "mask": (2, 2)}),
         (4, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 1)}),
         (5, "DragonDiffusion_DDIMInvert", [("steps", 50)], {"model": (1, 0), "positive": (1, 2), "latent": (4, 0)}),

@@ -85,8 +85,10 @@ def test_toy_workflow_points_are_the_scene_points():
     spec = importlib.util.spec_from_file_location("make_workflows_t", REPO / "scripts" / "make_workflows.py")
     mw = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mw)
-    case = scenes.make_case("drag", 1000)
+    case = scenes.make_case("move", mw.TOY_SCENE)
     assert [[p["x"], p["y"]] for p in mw.TOY_DRAG_POINTS] == case.points
+    (hx, hy), (tx, ty) = case.points
+    assert (tx - hx, ty - hy) == pytest.approx(case.offset, abs=1e-9)  # the pair is the scene's move
 
 
 def test_drag_mask_is_the_editable_region_and_the_other_modes_give_the_object():

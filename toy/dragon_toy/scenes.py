@@ -223,6 +223,9 @@ def make_case(mode: str, seed: int) -> Case:
         dx, dy = _offset(g, obj, 6.0, 10.0)
         new = obj.moved(dx, dy)
         kw["offset"] = (dx, dy)
+        # the same move as one handle->target pair (the object's centre and where it goes): how a user drags it
+        hx, hy = round(obj.cx, 1), round(obj.cy, 1)
+        kw["points"] = [[hx, hy], [round(hx + dx, 1), round(hy + dy, 1)]]
     elif mode == "resize":
         scale = [0.7, 1.3][int(torch.randint(2, (1,), generator=g))] + 0.1 * float(torch.rand(1, generator=g))
         dx, dy = _offset(g, obj, 3.0, 7.0, scale)
