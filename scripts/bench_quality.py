@@ -360,10 +360,17 @@ def main() -> None:
     print(f"wrote {args.out} ({report['wall_seconds'] / 60:.1f} min)")
 
 
-def _fmt(s: dict | None, k: str) -> str:
+def _stat(s: dict | None, k: str) -> float | None:
+    """A method's summary figure for metric k (the median for centroid error, else the mean); None if unscored."""
     if not s or k not in s:
+        return None
+    return s[k]["median" if k == "centroid_err" else "mean"]
+
+
+def _fmt(s: dict | None, k: str) -> str:
+    v = _stat(s, k)
+    if v is None:
         return "–"
-    v = s[k]["median" if k == "centroid_err" else "mean"]
     return f"{v:.3f}" if k in ("in_target", "iou", "ghost", "vacated_texture_err") else f"{v:.2f}"
 
 
@@ -373,9 +380,9 @@ README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Drag
 
 
 def _cell(s: dict | None, k: str) -> str:
-    if not s or k not in s:
+    v = _stat(s, k)
+    if v is None:
         return "–"
-    v = s[k]["median" if k == "centroid_err" else "mean"]
     if v >= 99 and k.endswith("psnr"):
         return "∞"  # identical pixels (the PSNR is capped at 100)
     return f"{v:.1f}" if k.endswith("psnr") or k == "seconds" else f"{v:.2f}"

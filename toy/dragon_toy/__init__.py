@@ -62,7 +62,7 @@ class ToyScene:
         "The image to edit.", "The exact correct result of the edit.",
         "The mask a user would paint: the object; for drag the editable region (the object and where it goes).",
         "paste/appearance: the other image (else the image itself).", "The object in the reference image.",
-        "drag: handle/target pairs as the Mask/Point Editor's JSON.", "Offset of the edit, pixels.",
+        "drag, move: handle/target pairs as the Mask/Point Editor's JSON.", "Offset of the edit, pixels.",
         "Offset of the edit, pixels.", "resize: scale factor.")
     FUNCTION = "draw"
     CATEGORY = CATEGORY
