@@ -123,6 +123,21 @@ def downsample_any(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return F.adaptive_max_pool2d(mask.float()[None, None], (h, w))[0, 0] > 0
 
 
+def surroundings(mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The ring of cells around `mask` (bool, feature grid), kept to `allowed`: where a vacated area
+    takes its look from when the user paints no reference region.
+
+    The ring is a fifth of the object's size wide (sqrt of its cell count; at least 2 cells). The
+    official code averages the whole rest of the image instead, which pulls the fill toward the
+    image's mean look (on a gradient background, a colour the object's place never had). Falls back
+    to all of `allowed` when the ring leaves none of it.
+    """
+    width = max(2, round(0.2 * float(mask.sum()) ** 0.5))
+    grown = F.max_pool2d(mask.float()[None, None], 2 * width + 1, 1, width)[0, 0] > 0.5
+    ring = grown & allowed
+    return ring if bool(ring.any()) else allowed
+
+
 def token_mask(latent_mask: torch.Tensor, h: int, w: int, strict: bool) -> torch.Tensor:
     """A latent-grid region on an attention layer's (h, w) token grid, flattened (raster order).
 

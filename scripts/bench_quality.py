@@ -37,6 +37,7 @@ from PIL import Image  # noqa: E402
 import comfy_server  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
 from dragon_toy.model import WEIGHTS, WEIGHTS_ENV  # noqa: E402
+from dragon_toy.settings import bench_args  # noqa: E402
 
 TEST_SEED_BASE = 1000
 OBJ_TOL = 0.2  # RGB distance that counts as "the object's colour"
@@ -44,6 +45,7 @@ MODES = ("move", "resize", "drag", "paste", "appearance", "remove")
 VARIANTS = {  # name -> changes to the main method; paired with "dragon" on the same scenes
     "no_kv": {"kv": False},
     "dragondiffusion_schedule": {"schedule": "dragondiffusion"},
+    "diffeditor_schedule": {"schedule": "diffeditor"},
 }
 PASTE_LIKE = ("paste", "appearance")
 
@@ -240,6 +242,33 @@ def paired(a: list[dict], b: list[dict]) -> dict:
 
 # ---------------------------------------------------------------- running
 
+def parse_overrides(items: list[str]) -> dict:
+    """--set items -> {key or "mode.key": value}; numbers as floats, the schedule as its name."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        mode, _, name = key.rpartition(".")
+        if mode and mode not in MODES:
+            raise ValueError(f"{item!r}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
+        out[key] = value if name == "schedule" else float(value)
+    return out
+
+
+def mode_overrides(overrides: dict, mode: str) -> dict:
+    """The settings one mode runs with: the plain keys, then that mode's own (mode.key) on top."""
+    run = {k: v for k, v in overrides.items() if "." not in k}
+    run.update({k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(mode + ".")})
+    return run
+
+
+def default_variants(main_run: dict) -> list[str]:
+    """K/V off, and the schedule the main method does not use."""
+    other = "diffeditor_schedule" if main_run.get("schedule") == "dragondiffusion" else "dragondiffusion_schedule"
+    return ["no_kv", other]
+
+
 def load_png(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
 
@@ -262,13 +291,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--scenes", type=int, default=40, help="test scenes per mode")
-    ap.add_argument("--variants", nargs="*", default=["no_kv", "dragondiffusion_schedule"],
-                    help="variants to compare (on --variant-modes); 'none' for none")
+    ap.add_argument("--variants", nargs="*",
+                    help="variants to compare (on --variant-modes); 'none' for none (default: no_kv and the other "
+                         "schedule than the mode's main one)")
     ap.add_argument("--variant-modes", nargs="*", default=["move", "drag"])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--tune", action="store_true", help="use the settings scenes (seeds 0+), not the test scenes")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="override Guidance Setup inputs of the main method, e.g. energy_scale=2000")
+    ap.add_argument("--set", nargs="*", default=bench_args(), metavar="[MODE.]KEY=VALUE",
+                    help="Guidance Setup inputs of the main method, e.g. energy_scale=80, or of one mode: "
+                         "move.schedule=dragondiffusion (default: the toy model's, toy/dragon_toy/settings.py: "
+                         f"{' '.join(bench_args())}; --set alone: every mode at the pack's defaults)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "quality.json"))
     ap.add_argument("--strip-dir", default=str(ROOT / "bench"))
     ap.add_argument("--threads", type=int, default=1)
@@ -304,8 +336,13 @@ def main() -> None:
         ap.error(f"--weights: no file at {weights}")
     os.environ[WEIGHTS_ENV] = str(weights)  # read by the server's Toy Model Loader
     comfy_server.ensure_environment()
-    overrides = {k: float(v) for k, v in (s.split("=", 1) for s in args.set)}
-    variants = [] if args.variants == ["none"] else args.variants
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as e:
+        ap.error(f"--set: {e}")
+    unknown = set(args.variants or []) - set(VARIANTS) - {"none"}
+    if unknown:
+        ap.error(f"--variants: unknown {sorted(unknown)}; choose from {sorted(VARIANTS)} or none")
     base = 0 if args.tune else TEST_SEED_BASE
     seeds = list(range(base, base + args.scenes))
 
@@ -321,10 +358,12 @@ def main() -> None:
     t_start = time.time()
     try:
         for mode in args.modes:
-            runs = {"dragon": dict(overrides), "no_guidance": {"energy_scale": 0.0, "kv": False}}
+            main_run = mode_overrides(overrides, mode)
+            runs = {"dragon": main_run, "no_guidance": {"energy_scale": 0.0, "kv": False}}
             if mode in args.variant_modes:
-                for v in variants:
-                    runs[v] = {**overrides, **VARIANTS[v]}
+                for v in default_variants(main_run) if args.variants is None else args.variants:
+                    if v != "none":
+                        runs[v] = {**main_run, **VARIANTS[v]}
             rows: dict[str, list] = {name: [] for name in [*runs, "copy_paste", "copy_paste_fill", "ground_truth"]}
             images: dict[str, dict] = {name: {} for name in runs}
             cases = []
@@ -345,7 +384,7 @@ def main() -> None:
                 print(f"{mode} {seed}: " + "  ".join(
                     f"{n} iou={r[-1].get('iou', float('nan')):.2f} bg={r[-1]['bg_psnr']:.1f}"
                     for n, r in rows.items() if n in runs), flush=True)
-            m = {"overrides": overrides, "methods": {n: summarise(r) for n, r in rows.items()},
+            m = {"overrides": main_run, "methods": {n: summarise(r) for n, r in rows.items()},
                  "paired_vs_dragon": {n: paired(rows["dragon"], rows[n]) for n in runs if n != "dragon"},
                  "per_scene": {n: r for n, r in rows.items()}}
             report["modes"][mode] = m
@@ -375,7 +414,8 @@ def _fmt(s: dict | None, k: str) -> str:
 
 
 README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Dragon, no K/V",
-                "dragondiffusion_schedule": "Dragon, DragonDiffusion schedule", "copy_paste": "copy-paste",
+                "dragondiffusion_schedule": "Dragon, DragonDiffusion schedule",
+                "diffeditor_schedule": "Dragon, DiffEditor schedule", "copy_paste": "copy-paste",
                 "copy_paste_fill": "copy-paste + fill", "ground_truth": "ground truth (ceiling)"}
 
 

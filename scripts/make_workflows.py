@@ -142,14 +142,17 @@ def ui_format(nodes: list) -> dict:
 # move scene 3 (a settings scene, not a test scene) by one handle->target pair. Guidance Setup in move mode moves
 # the painted object whole; drag mode moves the content at each point and, on the toy, breaks the object up
 # (README, Quality benchmark). TOY_DRAG_POINTS are that scene's points (tests/test_scenes.py checks them).
-# energy_scale 80: the toy model's setting for move (chosen on the settings scenes; the mode's default, 40, is
-# the official one for SD1.5).
+# Guidance Setup runs at the toy model's move settings (toy/dragon_toy/settings.py, chosen on the settings scenes;
+# the mode's defaults are the official ones for SD1.5).
 TOY_SCENE = 3
 TOY_DRAG_POINTS = [{"x": 24.2, "y": 20.9}, {"x": 24.2, "y": 11.9}]
 
 
 def toy_graph() -> list:
-    setup_w = [("mode", "move")] + [(k, 80.0 if k == "energy_scale" else v) for k, v in SETUP_DEFAULTS]
+    sys.path.append(str(Path(__file__).resolve().parents[1] / "toy"))
+    from dragon_toy.settings import GUIDANCE
+
+    setup_w = [("mode", "move")] + [(k, GUIDANCE["move"].get(k, v)) for k, v in SETUP_DEFAULTS]
     return [
         (1, "DragonToy_ModelLoader", [], {}),
         (2, "DragonToy_Scene", [("mode", "move"), ("seed", TOY_SCENE)], {}),

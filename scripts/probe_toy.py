@@ -26,16 +26,20 @@ PACK = COMFY / "custom_nodes" / "comfyui-dragondiffusion"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["move", "resize", "drag"], default="move")
+    ap.add_argument("--mode", choices=["move", "resize", "drag", "remove"], default="move")
     ap.add_argument("--energy", type=float, nargs="+", default=[0.0, 40.0])
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--schedule", default="diffeditor")
     ap.add_argument("--no-copy", action="store_true", help="start from the plain inverted noise")
     ap.add_argument("--no-kv", action="store_true", help="no Cross-Branch Attention Patch")
+    ap.add_argument("--global-fill", action="store_true",
+                    help="fill the vacated area like the whole rest of the image (the official code), not its surroundings")
     ap.add_argument("--w-inpaint", type=float, default=-1.0)
     ap.add_argument("--w-contrast", type=float, default=-1.0)
     ap.add_argument("--w-content", type=float, default=-1.0)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="other Dragon Guidance Setup inputs, e.g. guidance_end=0.8 sde_strength=0")
     ap.add_argument("--trace", action="store_true", help="print the energies and gradient norms of every guided step")
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
     ap.add_argument("--weights", help="toy weights to probe (default: the shipped ones)")
@@ -61,7 +65,9 @@ def main() -> None:
     pack = sys.modules[str(PACK).replace(".", "_x_")].__name__
     mod = {k: importlib.import_module(f"{pack}.{k}") for k in
            ("nodes.invert", "nodes.sampler", "nodes.guidance", "nodes.attention_patch", "dragon_core.points",
-            "dragon_core.spec")}
+            "dragon_core.spec", "dragon_core.plan")}
+    if args.global_fill:
+        mod["dragon_core.plan"].surroundings = lambda mask, allowed: allowed
     sys.path.append(str(ROOT / "toy"))
     sys.path.append(str(ROOT / "scripts"))
     import bench_quality
@@ -91,6 +97,9 @@ def main() -> None:
             kw = dict(object_mask=case.guide_mask[None], energy_scale=energy, schedule=args.schedule,
                       w_inpaint=args.w_inpaint, w_contrast=args.w_contrast,
                       w_content=args.w_content)
+            for item in args.set:
+                key, _, value = item.partition("=")
+                kw[key] = value if key == "schedule" else float(value)
             if args.mode == "drag":
                 text = json.dumps([{"x": x, "y": y} for x, y in case.points])
                 pairs = mod["dragon_core.points"].parse_points("probe", "points", text, scenes.SIZE, scenes.SIZE)
@@ -114,7 +123,7 @@ def main() -> None:
             img = Image.fromarray(grid)
             img.resize((img.width * 4, img.height * 4), Image.NEAREST).save(Path(args.save) / f"{args.mode}_{energy:g}.png")
         keys = ("iou", "centroid_err", "bg_psnr", "vacated_psnr", "ghost", "full_psnr")
-        mean = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in keys}
+        mean = {k: round(sum(r[k] for r in rows) / len(rows), 3) for k in keys if k in rows[0]}
         print(f"{args.mode} energy {energy:g} {'no-copy' if args.no_copy else 'copy'} {args.schedule}: {mean} "
               f"({(time.time() - t0) / len(rows):.1f} s/edit)", flush=True)
 

@@ -10,7 +10,7 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from dragon_core.energy import drag_energy, move_energy  # noqa: E402
 from dragon_core.errors import DragonInputError  # noqa: E402
-from dragon_core.geometry import cell_of, object_warp, pair_patches  # noqa: E402
+from dragon_core.geometry import cell_of, object_warp, pair_patches, surroundings  # noqa: E402
 from dragon_core.plan import build_plan  # noqa: E402
 from dragon_core.points import parse_points  # noqa: E402
 from dragon_core.spec import GuidanceSpec, PointPair  # noqa: E402
@@ -125,3 +125,50 @@ def test_points_both_formats_parse_to_the_same_pairs():
     a = parse_points("n", "points", '[{"x": 1, "y": 2}, {"x": 3, "y": 4}]', 64, 32)
     b = parse_points("n", "points", '[{"handle": [1, 2], "target": [3, 4]}]', 64, 32)
     assert a == b == (PointPair((1.0, 2.0), (3.0, 4.0)),)
+
+
+def test_surroundings_is_a_ring_around_the_object_as_wide_as_a_fifth_of_it():
+    grid = torch.zeros(64, 64, dtype=torch.bool)
+    small, big = grid.clone(), grid.clone()
+    small[30:34, 30:34] = True  # 16 cells: the 2-cell minimum
+    big[12:52, 12:52] = True  # 1600 cells: 0.2 * 40 = 8 cells
+    for obj, width in ((small, 2), (big, 8)):
+        ring = surroundings(obj, ~obj)
+        ys, xs = torch.nonzero(obj, as_tuple=True)
+        rs, cs = torch.nonzero(ring, as_tuple=True)
+        assert not bool((ring & obj).any())
+        assert (int(rs.min()), int(rs.max())) == (int(ys.min()) - width, int(ys.max()) + width)
+        assert (int(cs.min()), int(cs.max())) == (int(xs.min()) - width, int(xs.max()) + width)
+    # kept to the allowed cells; with none of them near, all of them
+    allowed = ~small
+    allowed[:, :32] = False
+    assert not bool((surroundings(small, allowed) & ~allowed).any())
+    far = torch.zeros(64, 64, dtype=torch.bool)
+    far[0:4, 60:64] = True
+    assert torch.equal(surroundings(small, far), far)
+
+
+def _fill_energy_change(mode: str, far: bool) -> float:
+    """How much the edit's fill term moves when the reference features of cells near the object (or far
+    from it) change; the features of the generated image are left alone."""
+    spec = _spec(mode, w=64, h=64, box=(16, 16, 32, 32), offset=(16.0, 0.0) if mode == "move" else (0.0, 0.0),
+                 w_edit=0.0, w_content=0.0, w_contrast=0.0, w_inpaint=1.0)
+    plan = build_plan(spec, (8, 8), torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    gen, ref = torch.randn(8, 256, generator=g), torch.randn(8, 256, generator=g)
+    e0 = sum(plan.energy([gen], [ref]))
+    moved = ref.clone().view(8, 16, 16)
+    if far:
+        moved[:, 13:, 0:2] += 5.0  # the bottom-left corner, 5+ cells from the object
+    else:
+        moved[:, 3, 4:8] += 5.0  # the row just above the object
+    return abs(float(sum(plan.energy([gen], [moved.view(8, 256)]))) - float(e0))
+
+
+def test_the_vacated_area_is_filled_like_its_surroundings_not_the_whole_image():
+    """Move with no reference region: the fill term averages a ring around the object (the official code
+    averages the whole rest of the image, pulling the fill toward the image's mean look). Removal keeps the
+    official whole-image average (the ring did not fill better there)."""
+    assert _fill_energy_change("move", far=False) > 1e-3
+    assert _fill_energy_change("move", far=True) == 0.0
+    assert _fill_energy_change("remove", far=True) > 1e-3

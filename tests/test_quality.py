@@ -17,10 +17,10 @@ def bench(tmp_path_factory) -> dict:
     if not WEIGHTS.exists():
         pytest.fail(f"the toy model's weights are missing: {WEIGHTS} (they are part of the repository)")
     out = tmp_path_factory.mktemp("bench")
-    # energy_scale 80: the full run's setting for move on this model (chosen on the settings scenes), drag's default
+    # the benchmark's default settings, as in the full run: the toy model's for move (toy/dragon_toy/settings.py),
+    # drag's own defaults
     cmd = [sys.executable, str(REPO / "scripts" / "bench_quality.py"), "--modes", "move", "drag", "--scenes", "4",
-           "--steps", "50", "--variants", "none", "--set", "energy_scale=80",
-           "--out", str(out / "q.json"), "--strip-dir", str(out)]
+           "--steps", "50", "--variants", "none", "--out", str(out / "q.json"), "--strip-dir", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return json.loads((out / "q.json").read_text())

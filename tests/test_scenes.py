@@ -115,3 +115,20 @@ def test_readme_tables_flip_the_stored_differences_to_dragon_minus_baseline():
     text = bench.markdown_tables(report)
     assert "| move | Dragon | 1.23 | – | 0.50 | ∞ |" in text
     assert "| move | Dragon − no guidance | – | +0.25 [+0.10, +0.40] | – |" in text
+
+
+def test_bench_settings_apply_to_all_modes_or_one():
+    """--set energy_scale=80 move.schedule=dragondiffusion: every mode at 80, only move on the other schedule;
+    the default variants then compare move with the schedule it does not use."""
+    o = bench.parse_overrides(["energy_scale=80", "move.schedule=dragondiffusion", "move.guidance_end=0.8"])
+    move, drag = bench.mode_overrides(o, "move"), bench.mode_overrides(o, "drag")
+    assert move == {"energy_scale": 80.0, "schedule": "dragondiffusion", "guidance_end": 0.8}
+    assert drag == {"energy_scale": 80.0}
+    assert bench.default_variants(move) == ["no_kv", "diffeditor_schedule"]
+    assert bench.default_variants(drag) == ["no_kv", "dragondiffusion_schedule"]
+    from dragon_toy.settings import GUIDANCE, bench_args
+    toy = bench.parse_overrides(bench_args())  # the benchmark's default: the toy model's settings
+    assert all(bench.mode_overrides(toy, m) == GUIDANCE.get(m, {}) for m in bench.MODES)
+    for bad in (["energy_scale"], ["mvoe.energy_scale=3"], ["energy_scale=high"]):
+        with pytest.raises(ValueError):
+            bench.parse_overrides(bad)
