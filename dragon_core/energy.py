@@ -25,6 +25,17 @@ def attract(w: float, sim: torch.Tensor) -> torch.Tensor:
     return w / (1 + 4 * sim)
 
 
+def centred(f: torch.Tensor) -> torch.Tensor:
+    """Features relative to their image's mean feature, for terms that compare two different images.
+
+    Deliberate deviation: the official cross-image terms compare raw features, which carry a large
+    image-wide component (the scene's overall look). Matched across two images, it pulls in the
+    reference image's overall look: on the toy model the pasted object took the colour of the
+    reference's background (settings scenes: paste background 22.2 -> 27.8 dB, appearance 20.9 -> 29.8).
+    """
+    return f - f.mean(dim=1, keepdim=True)
+
+
 def move_energy(gen: Feats, ref: Feats, *, target: torch.Tensor, source: torch.Tensor, other: torch.Tensor,
                 vacated: torch.Tensor, inpaint_ref: torch.Tensor, w_edit: float, w_content: float,
                 w_contrast: float, w_inpaint: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,13 +119,13 @@ def appearance_energy(gen: Feats, ref: Feats, ref2: Feats, *, obj: torch.Tensor,
     E_edit matches only the mean feature of the base object to the mean feature of the reference
     object (a global term), so the base object keeps its shape and takes the reference's look;
     E_cons holds the base image outside the object pixel by pixel. ref: base image's guidance
-    branch, ref2: the reference image's.
+    branch, ref2: the reference image's. The edit term compares `centred` features.
     """
     e_edit = gen[0].new_zeros(())
     e_cons = gen[0].new_zeros(())
     for fg, fr, fr2 in zip(gen, ref, ref2):
-        g_mean = fg[:, obj].mean(dim=1, keepdim=True)
-        r_mean = fr2[:, ref_obj].mean(dim=1, keepdim=True)
+        g_mean = centred(fg)[:, obj].mean(dim=1, keepdim=True)
+        r_mean = centred(fr2)[:, ref_obj].mean(dim=1, keepdim=True)
         e_edit = e_edit + attract(w_edit, s_hat(g_mean, r_mean).mean())
         if other.numel():
             e_cons = e_cons + attract(w_content, s_hat(fr[:, other], fg[:, other]).mean())
@@ -124,11 +135,12 @@ def appearance_energy(gen: Feats, ref: Feats, ref2: Feats, *, obj: torch.Tensor,
 def paste_energy(gen: Feats, ref: Feats, ref2: Feats, *, target: torch.Tensor, source: torch.Tensor,
                  other: torch.Tensor, w_edit: float, w_content: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Object pasting: (E_edit, E_cons), summed over stages. Like appearance, but the edit term is
-    pixel-wise: each target cell of the base image looks like its source cell of the reference."""
+    pixel-wise: each target cell of the base image looks like its source cell of the reference
+    (`centred` features of each image)."""
     e_edit = gen[0].new_zeros(())
     e_cons = gen[0].new_zeros(())
     for fg, fr, fr2 in zip(gen, ref, ref2):
-        e_edit = e_edit + attract(w_edit, s_hat(fg[:, target], fr2[:, source]).mean())
+        e_edit = e_edit + attract(w_edit, s_hat(centred(fg)[:, target], centred(fr2)[:, source]).mean())
         if other.numel():
             e_cons = e_cons + attract(w_content, s_hat(fr[:, other], fg[:, other]).mean())
     return e_edit, e_cons

@@ -1,4 +1,4 @@
-"""Diagnostic: move/drag edits on the toy model in-process, with the start-noise copy on or off.
+"""Diagnostic: edits on the toy model in-process (move/resize/drag/remove/paste/appearance), with variations.
 
     .venv/bin/python scripts/probe_toy.py --mode move --energy 0 40 150 --scenes 3 [--no-copy] [--schedule dragondiffusion]
 
@@ -26,7 +26,7 @@ PACK = COMFY / "custom_nodes" / "comfyui-dragondiffusion"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=["move", "resize", "drag", "remove"], default="move")
+    ap.add_argument("--mode", choices=["move", "resize", "drag", "remove", "paste", "appearance"], default="move")
     ap.add_argument("--energy", type=float, nargs="+", default=[0.0, 40.0])
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--steps", type=int, default=50)
@@ -87,7 +87,9 @@ def main() -> None:
     if args.blocks:
         smp.feature_blocks = lambda unet: list(args.blocks)
     model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
-    sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", 0.1, 1.0)[0]
+    cross = args.mode in ("paste", "appearance")
+    window = (0.0, 0.72) if cross else (0.1, 1.0)  # the benchmark's K/V windows (its example workflows')
+    sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", *window)[0]
     for energy in args.energy:
         rows, pics, t0 = [], [], time.time()
         for seed in range(args.scenes):
@@ -106,6 +108,13 @@ def main() -> None:
                 kw["points"] = mod["dragon_core.spec"].DragPoints(pairs=pairs, width=scenes.SIZE, height=scenes.SIZE)
             else:
                 kw.update(offset_x=case.offset[0], offset_y=case.offset[1], scale=case.scale)
+            if cross:
+                ref_latent = vae.encode(case.reference.permute(1, 2, 0)[None])
+                kw.update(reference_mask=case.reference_mask[None],
+                          reference_inversion=mod["nodes.invert"].run_inversion(model, cond, ref_latent, args.steps)[0])
+                kw.pop("scale")
+                if args.mode == "paste":
+                    kw.pop("object_mask")
             spec = mod["nodes.guidance"].build_spec(args.mode, **kw)
             out, job = smp.run_dragon(sampling_model, cond, cond, inv, spec, args.steps, 1.0, seed)
             if args.trace:
@@ -114,7 +123,7 @@ def main() -> None:
                       + "\n    |g| " + " ".join(f"{n:.3g}" for n in job.stats.grad_norms), flush=True)
             edit = vae.decode(out)[0].permute(2, 0, 1).clamp(0, 1)
             rows.append(bench_quality.score(case, edit))
-            pics.append(torch.cat([case.source, case.expected, edit], dim=2))
+            pics.append(torch.cat([case.source] + ([case.reference] if cross else []) + [case.expected, edit], dim=2))
         if args.save:
             from PIL import Image
 

@@ -128,6 +128,14 @@ def test_paste_places_the_scaled_object_in_one_coordinate_system():
     assert torch.equal(x[..., 5, 9], inv2.noise[..., 3, 3])
 
 
+def _same_mean_off(ref2: torch.Tensor, gen: torch.Tensor, used: torch.Tensor) -> None:
+    """Shift the reference image's features outside the cells `used` so that its mean feature equals the
+    generated image's (the cross-image energies compare features relative to each image's mean)."""
+    free = torch.ones(ref2.shape[1], dtype=torch.bool)
+    free[used] = False
+    ref2[:, free] += (gen.sum(1, keepdim=True) - ref2.sum(1, keepdim=True)) / int(free.sum())
+
+
 def test_paste_energy_pairs_target_cells_with_their_source_cells():
     spec = _spec("paste", reference_mask=_box(16, 16, 32, 32), reference_inversion=_inv(7), offset=(40.0, 8.0),
                  scale=2.0)
@@ -143,6 +151,7 @@ def test_paste_energy_pairs_target_cells_with_their_source_cells():
     src = object_warp(spec, gh, gw, mask=spec.reference_mask).source_index
     assert int(src[(tgt == 4 * gw + 12).nonzero()[0, 0]]) == 4 * gw + 4
     gen_after[0][:, tgt] = ref2[0][:, src]
+    _same_mean_off(ref2[0], gen_after[0], src)  # features are compared relative to each image's mean
     e_before, _ = plan.energy(gen_before, ref + ref2)
     e_after, c_after = plan.energy(gen_after, ref + ref2)
     assert float(e_after) < float(e_before)
@@ -192,6 +201,7 @@ def test_appearance_keeps_the_shape_and_matches_the_mean_feature():
     # any arrangement with the reference object's mean feature minimises the edit term: only the mean is matched
     shuffled = ref2[0][:, refobj[torch.randperm(len(refobj))]][:, : len(obj)]
     gen[0][:, obj] = shuffled - shuffled.mean(1, keepdim=True) + mean2
+    _same_mean_off(ref2[0], gen[0], refobj)
     e1, c1 = plan.energy(gen, ref + ref2)
     assert float(e1) < float(e0) and float(e1) == pytest.approx(MODE_DEFAULTS["appearance"].w_edit / 5, rel=1e-4)
     assert float(c1) == pytest.approx(MODE_DEFAULTS["appearance"].w_content / 5)
@@ -201,6 +211,21 @@ def test_appearance_keeps_the_shape_and_matches_the_mean_feature():
     got = plan.kv_select(k, k, {"activations_shape": [2, 1, 8, 16]})[0][0, :, 0].long()
     assert set((got[got >= 1000] - 1000).tolist()) == {r * 16 + c for r in range(1, 5) for c in range(10, 14)}
     assert not set(got[got < 1000].tolist()) & {r * 16 + c for r in range(2, 6) for c in range(2, 6)}
+
+
+def test_cross_image_energies_ignore_each_image_s_overall_look():
+    """The edit terms of paste and appearance compare features relative to each image's mean: a shift of the
+    reference image's features as a whole (its overall look, e.g. another background) changes nothing, while
+    a change of its object does."""
+    g = torch.Generator().manual_seed(0)
+    gen, ref, ref2 = (torch.randn(6, 40, generator=g) for _ in range(3))
+    obj, other = torch.arange(10), torch.arange(10, 40)
+    shifted = ref2 + 3.0 * torch.randn(6, 1, generator=g)
+    changed = ref2.clone()
+    changed[:, obj] += 3.0 * torch.randn(6, 1, generator=g)
+    for fn, kw in ((paste_energy, dict(target=obj, source=obj)), (appearance_energy, dict(obj=obj, ref_obj=obj))):
+        e = [float(fn([gen], [ref], [r], other=other, w_edit=4.0, w_content=6.0, **kw)[0]) for r in (ref2, shifted, changed)]
+        assert e[1] == pytest.approx(e[0], rel=1e-5) and abs(e[2] - e[0]) > 1e-3, (fn.__name__, e)
 
 
 def test_appearance_energy_sums_stages():
