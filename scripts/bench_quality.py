@@ -320,8 +320,10 @@ def main() -> None:
         for p, run in zip(args.merge, runs):
             if run.get("weights", {}).get("sha256") != runs[0].get("weights", {}).get("sha256"):
                 ap.error(f"--merge: {p} ran on other toy weights than {args.merge[0]}; merge runs of one model")
-            for m in run["modes"].values():  # each mode keeps the settings it ran with
+            for m in run["modes"].values():  # each mode keeps the settings, date and command it ran with
                 m.setdefault("overrides", run.get("overrides", {}))
+                m.setdefault("date", run.get("date"))
+                m.setdefault("command", run.get("command"))
         merged = runs[0]
         for other in runs[1:]:
             merged["modes"].update(other["modes"])
