@@ -205,7 +205,8 @@ class DragonGuidanceSetup(io.ComfyNode):
                                        tooltip="Handle->target pairs from the Mask/Point Editor or Dragon Landmarks. move/resize/"
                                                "paste: one pair may give the offset. drag/landmark: the pairs to move."),
                 io.Mask.Input("reference_region", optional=True,
-                              tooltip="move/remove: an area whose look the vacated place should take (official 'reference region')."),
+                              tooltip="move/remove: an area whose look the vacated place should take (official 'reference region'). "
+                                      "Unconnected: move/resize take a ring around the object, remove the rest of the image."),
                 io.Mask.Input("reference_mask", optional=True,
                               tooltip="paste/appearance: the object in the reference image (same size as the base image)."),
                 DragonInversionType.Input("reference_inversion", optional=True,
