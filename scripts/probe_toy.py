@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["move", "resize", "drag", "remove", "paste", "appearance"], default="move")
     ap.add_argument("--energy", type=float, nargs="+", default=[0.0, 40.0])
     ap.add_argument("--scenes", type=int, default=3)
+    ap.add_argument("--first", type=int, default=0, help="first settings scene (seed); must stay below 1000")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--schedule", default="diffeditor")
     ap.add_argument("--no-copy", action="store_true", help="start from the plain inverted noise")
@@ -40,12 +41,15 @@ def main() -> None:
     ap.add_argument("--w-content", type=float, default=-1.0)
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="other Dragon Guidance Setup inputs, e.g. guidance_end=0.8 sde_strength=0")
+    ap.add_argument("--per-scene", action="store_true", help="print every scene's metrics")
     ap.add_argument("--trace", action="store_true", help="print the energies and gradient norms of every guided step")
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
     ap.add_argument("--weights", help="toy weights to probe (default: the shipped ones)")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks used as guidance features "
                     "(default: the pack's choice, unet_layout.feature_blocks)")
     args = ap.parse_args()
+    if not (0 <= args.first and args.first + args.scenes <= 1000):
+        ap.error("--first/--scenes: probe only the settings scenes (seeds below 1000); the test scenes are 1000+")
     if args.weights:  # relative to where it was called from, not ComfyUI's folder (chdir below)
         args.weights = str(Path(args.weights).resolve())
 
@@ -92,7 +96,7 @@ def main() -> None:
     sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", *window)[0]
     for energy in args.energy:
         rows, pics, t0 = [], [], time.time()
-        for seed in range(args.scenes):
+        for seed in range(args.first, args.first + args.scenes):
             case = scenes.make_case(args.mode, seed)
             latent = vae.encode(case.source.permute(1, 2, 0)[None])
             inv, _ = mod["nodes.invert"].run_inversion(model, cond, latent, args.steps)
@@ -123,6 +127,8 @@ def main() -> None:
                       + "\n    |g| " + " ".join(f"{n:.3g}" for n in job.stats.grad_norms), flush=True)
             edit = vae.decode(out)[0].permute(2, 0, 1).clamp(0, 1)
             rows.append(bench_quality.score(case, edit))
+            if args.per_scene:
+                print(f"  scene {seed}: " + " ".join(f"{k} {v:.3f}" for k, v in rows[-1].items()), flush=True)
             pics.append(torch.cat([case.source] + ([case.reference] if cross else []) + [case.expected, edit], dim=2))
         if args.save:
             from PIL import Image
