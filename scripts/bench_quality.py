@@ -35,6 +35,8 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import comfy_server  # noqa: E402
+from make_workflows import CROSS_IMAGE as PASTE_LIKE  # noqa: E402
+from make_workflows import CROSS_KV_WINDOW  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
 from dragon_toy.model import WEIGHTS, WEIGHTS_ENV  # noqa: E402
 from dragon_toy.settings import bench_args  # noqa: E402
@@ -47,7 +49,6 @@ VARIANTS = {  # name -> changes to the main method; paired with "dragon" on the 
     "dragondiffusion_schedule": {"schedule": "dragondiffusion"},
     "diffeditor_schedule": {"schedule": "diffeditor"},
 }
-PASTE_LIKE = ("paste", "appearance")
 
 
 # ---------------------------------------------------------------- graphs
@@ -99,7 +100,7 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
             if k in run:
                 setup[k] = run[k]
         gd = g.node("DragonDiffusion_GuidanceSetup", **setup)
-        window = dict(start=0.0, end=0.72) if mode in PASTE_LIKE else {}  # the example workflows' windows
+        window = dict(zip(("start", "end"), CROSS_KV_WINDOW)) if mode in PASTE_LIKE else {}  # as the examples
         m = g.node("DragonDiffusion_CrossBranchAttention", model=model, **window) if run.get("kv", True) else loader
         smp = g.node("DragonDiffusion_Sampler", model=[m, 0], positive=cond, negative=cond, inversion=[inv, 0],
                      guidance=[gd, 0], steps=steps, cfg=1.0, seed=seed)

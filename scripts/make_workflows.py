@@ -43,6 +43,7 @@ SETUP_DEFAULTS = [("offset_x", 0), ("offset_y", 0), ("scale", 1.0), ("energy_sca
 
 CKPT = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors"}
 CROSS_IMAGE = ("paste", "appearance")
+CROSS_KV_WINDOW = (0.0, 0.72)  # Cross-Branch Attention's start/end for paste/appearance (official: i <= 35 of 50)
 
 
 def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15", landmarks=None,
@@ -52,8 +53,8 @@ def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15
     setup_w = [("mode", mode)] + [(k, setup.get(k, v)) for k, v in SETUP_DEFAULTS]
     guide_links = {"points": (5, 1)} if mode == "paste" else {"object_mask": (5, 0), "points": (5, 1)}
     steps = 50
-    window = [("mode", "auto"), ("start", 0.0), ("end", 0.72)] if mode in CROSS_IMAGE else \
-        [("mode", "auto"), ("start", 0.1), ("end", 1.0)]
+    start, end = CROSS_KV_WINDOW if mode in CROSS_IMAGE else (0.1, 1.0)
+    window = [("mode", "auto"), ("start", start), ("end", end)]
     if mode == "landmark":
         src, dst = landmarks
         editor = (5, "DragonDiffusion_Landmarks", [("source_points", json.dumps(src)), ("target_points", json.dumps(dst)),

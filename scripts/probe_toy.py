@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--w-inpaint", type=float, default=-1.0)
     ap.add_argument("--w-contrast", type=float, default=-1.0)
     ap.add_argument("--w-content", type=float, default=-1.0)
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+    ap.add_argument("--set", nargs="+", default=[], metavar="[MODE.]KEY=VALUE",
                     help="other Dragon Guidance Setup inputs, e.g. guidance_end=0.8 sde_strength=0")
     ap.add_argument("--per-scene", action="store_true", help="print every scene's metrics")
     ap.add_argument("--trace", action="store_true", help="print the energies and gradient norms of every guided step")
@@ -90,9 +90,13 @@ def main() -> None:
         smp.build_plan = plain_start
     if args.blocks:
         smp.feature_blocks = lambda unet: list(args.blocks)
+    try:  # the benchmark's --set syntax (MODE.KEY=VALUE applies to that mode only)
+        settings = bench_quality.mode_overrides(bench_quality.parse_overrides(args.set), args.mode)
+    except ValueError as e:
+        ap.error(f"--set: {e}")
     model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
-    cross = args.mode in ("paste", "appearance")
-    window = (0.0, 0.72) if cross else (0.1, 1.0)  # the benchmark's K/V windows (its example workflows')
+    cross = args.mode in bench_quality.PASTE_LIKE
+    window = bench_quality.CROSS_KV_WINDOW if cross else (0.1, 1.0)  # the benchmark's K/V windows
     sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", *window)[0]
     for energy in args.energy:
         rows, pics, t0 = [], [], time.time()
@@ -103,9 +107,7 @@ def main() -> None:
             kw = dict(object_mask=case.guide_mask[None], energy_scale=energy, schedule=args.schedule,
                       w_inpaint=args.w_inpaint, w_contrast=args.w_contrast,
                       w_content=args.w_content)
-            for item in args.set:
-                key, _, value = item.partition("=")
-                kw[key] = value if key == "schedule" else float(value)
+            kw.update(settings)
             if args.mode == "drag":
                 text = json.dumps([{"x": x, "y": y} for x, y in case.points])
                 pairs = mod["dragon_core.points"].parse_points("probe", "points", text, scenes.SIZE, scenes.SIZE)
