@@ -138,6 +138,14 @@ def surroundings(mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return ring if bool(ring.any()) else allowed
 
 
+def keep_mask(edit_region: torch.Tensor, cells: int) -> torch.Tensor:
+    """Where the sampler keeps the original image's latent: outside `edit_region` ([1, 1, h, w] float,
+    latent grid) grown by `cells`, with a one-cell soft edge so the kept and edited parts blend."""
+    grown = F.max_pool2d(edit_region.float(), 2 * cells + 1, 1, cells) if cells > 0 else edit_region.float()
+    soft = F.avg_pool2d(grown, 3, 1, 1, count_include_pad=False)
+    return 1 - torch.maximum(grown, soft).clamp(0, 1)
+
+
 def token_mask(latent_mask: torch.Tensor, h: int, w: int, strict: bool) -> torch.Tensor:
     """A latent-grid region on an attention layer's (h, w) token grid, flattened (raster order).
 

@@ -91,4 +91,13 @@ class GuidanceSpec:
     sde_strength: float = 0.4
     time_travel: int = 3
     kv_mode: str = "replace"
+    # image pixels around the edit region beyond which every step keeps the original image's latent; -1: off
+    keep_background: int = -1
+    # move/resize/remove: start the vacated place from its surroundings' mean start noise plus this share of
+    # fresh noise of their spread; -1: the mode's default (move/resize: the object's inverted noise, as the
+    # official code; remove: fresh noise of the image's spread)
+    vacated_noise: float = -1.0
+    # move/resize/paste: after each step before this fraction of the steps, the object's target place takes
+    # the guidance branch's latent of the object (warped); 0: off (the official code copies the start noise only)
+    anchor_end: float = 0.0
     extra: dict = field(default_factory=dict)

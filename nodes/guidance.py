@@ -27,7 +27,7 @@ def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> f
 def build_spec(mode, object_mask=None, points: DragPoints | None = None, reference_region=None, offset_x=0, offset_y=0,
                scale=1.0, energy_scale=AUTO, w_edit=AUTO, w_content=AUTO, w_contrast=AUTO, w_inpaint=AUTO,
                schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=AUTO, reference_mask=None,
-               reference_inversion=None) -> GuidanceSpec:
+               reference_inversion=None, keep_background=-1, vacated_noise=AUTO, anchor_end=0.0) -> GuidanceSpec:
     if mode not in MODES:
         raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     if schedule not in SCHEDULES:
@@ -78,6 +78,14 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                                f"need 0 <= start < end <= 1, got {guidance_start} and {guidance_end}.")
     if not (scale > 0 and scale == scale):
         raise DragonInputError(NODE, "scale", f"must be > 0, got {scale}.")
+    if not (keep_background == -1 or keep_background >= 0):
+        raise DragonInputError(NODE, "keep_background",
+                               f"must be -1 (off) or a margin >= 0 in pixels, got {keep_background}.")
+    if not (vacated_noise == AUTO or 0.0 <= vacated_noise <= 1.0):
+        raise DragonInputError(NODE, "vacated_noise",
+                               f"must be -1 (the mode's default) or between 0 and 1, got {vacated_noise}.")
+    if not (0.0 <= anchor_end <= 1.0):
+        raise DragonInputError(NODE, "anchor_end", f"must be between 0 (off) and 1, got {anchor_end}.")
     pairs = points.pairs if points is not None else ()
     offset = (float(offset_x), float(offset_y))
     if mode in ("move", "resize"):
@@ -130,7 +138,8 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         reference_mask=ref_mask, reference_inversion=reference_inversion,
         schedule=schedule, guidance_start=float(guidance_start), guidance_end=float(guidance_end),
         sde_strength=_pick(sde_strength, d.sde_strength if schedule == "diffeditor" else 0.0, "sde_strength"),
-        kv_mode=d.kv_mode)
+        kv_mode=d.kv_mode, keep_background=int(keep_background), vacated_noise=float(vacated_noise),
+        anchor_end=float(anchor_end))
 
 
 def _check_object(mask, input_name: str, what: str) -> None:
@@ -234,6 +243,23 @@ class DragonGuidanceSetup(io.ComfyNode):
                 io.Float.Input("guidance_end", default=0.6, min=0.0, max=1.0, step=0.01,
                                tooltip="Energy guidance stops at this fraction of the steps (official: step 30 of 50 = 0.6)."),
                 _auto("sde_strength", "diffeditor: eta of the regional SDE noise inside the edit region (0.4; landmark 0.2 everywhere).", mx=1.0, step=0.05),
+                io.Int.Input("keep_background", default=-1, min=-1, max=4096, optional=True,
+                             tooltip="Keep everything farther than this many pixels from the edit region (the "
+                                     "object's old and new places; drag: the editable region) exactly as it was: "
+                                     "each step takes the original image's latent there. -1 = off (the official "
+                                     "method: only the consistency energy holds the rest). Landmark edits the whole "
+                                     "image, so it keeps nothing."),
+                io.Float.Input("vacated_noise", default=AUTO, min=AUTO, max=1.0, step=0.05, optional=True,
+                               tooltip="move/resize/remove: start the place the object leaves from the mean start "
+                                       "noise of its surroundings plus this share of fresh noise (0 = none, 1 = fresh "
+                                       "noise of their spread), so the object's inverted noise cannot bring it back "
+                                       "as a ghost. -1 = the mode's default: move/resize keep the object's inverted "
+                                       "noise (official), remove starts from fresh noise."),
+                io.Float.Input("anchor_end", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="move/resize/paste: until this fraction of the steps, the object's new place "
+                                       "follows the original object's inverted path (moved, scaled) after every "
+                                       "step, so its colours and shape hold while the picture forms; the later steps "
+                                       "blend it in. 0 = off (the official method copies only the start noise)."),
             ],
             outputs=[DragonGuidanceType.Output(display_name="guidance", tooltip="The guidance spec for the Dragon Sampler.")],
         )
@@ -241,8 +267,9 @@ class DragonGuidanceSetup(io.ComfyNode):
     @classmethod
     def execute(cls, mode, offset_x, offset_y, scale, energy_scale, w_edit, w_content, w_contrast, w_inpaint,
                 schedule, guidance_start, guidance_end, sde_strength, object_mask=None, points=None,
-                reference_region=None, reference_mask=None, reference_inversion=None) -> io.NodeOutput:
+                reference_region=None, reference_mask=None, reference_inversion=None,
+                keep_background=-1, vacated_noise=AUTO, anchor_end=0.0) -> io.NodeOutput:
         spec = build_spec(mode, object_mask, points, reference_region, offset_x, offset_y, scale, energy_scale, w_edit,
                           w_content, w_contrast, w_inpaint, schedule, guidance_start, guidance_end, sde_strength,
-                          reference_mask, reference_inversion)
+                          reference_mask, reference_inversion, keep_background, vacated_noise, anchor_end)
         return io.NodeOutput(spec)

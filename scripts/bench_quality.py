@@ -96,9 +96,9 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
         else:
             setup.update(object_mask=[sc, 2], offset_x=[sc, 6], offset_y=[sc, 7], scale=[sc, 8])
         for k in ("energy_scale", "w_edit", "w_content", "w_contrast", "w_inpaint", "guidance_start", "guidance_end",
-                  "sde_strength"):
+                  "sde_strength", "keep_background", "vacated_noise", "anchor_end"):
             if k in run:
-                setup[k] = run[k]
+                setup[k] = run[k]  # ComfyUI casts INT widgets
         gd = g.node("DragonDiffusion_GuidanceSetup", **setup)
         window = dict(zip(("start", "end"), CROSS_KV_WINDOW)) if mode in PASTE_LIKE else {}  # as the examples
         m = g.node("DragonDiffusion_CrossBranchAttention", model=model, **window) if run.get("kv", True) else loader

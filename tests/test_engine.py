@@ -212,6 +212,11 @@ def test_sampler_bad_inputs_name_the_input(comfy, setup, case, match):
     (dict(mode="move", object_mask=torch.ones(1, H, W)), "'object_mask': covers the whole image"),
     (dict(mode="move", guidance_start=0.7, guidance_end=0.6, object_mask="m"), "guidance_start/guidance_end"),
     (dict(mode="move", energy_scale=-3.0, object_mask="m"), "'energy_scale'"),
+    (dict(mode="move", keep_background=-2, object_mask="m"), "'keep_background': must be -1 (off)"),
+    (dict(mode="move", vacated_noise=1.5, object_mask="m"), "'vacated_noise': must be -1"),
+    (dict(mode="move", vacated_noise=float("nan"), object_mask="m"), "'vacated_noise'"),
+    (dict(mode="move", anchor_end=1.5, object_mask="m"), "'anchor_end': must be between 0"),
+    (dict(mode="move", anchor_end=float("nan"), object_mask="m"), "'anchor_end'"),
 ])
 def test_guidance_setup_bad_inputs_name_the_input(comfy, setup, kwargs, match):
     errors = comfy.module("dragon_core.errors")
@@ -246,3 +251,47 @@ def test_edited_latent_carries_no_autograd_graph(comfy, setup):
                               inv.steps, 4.0, 1)
     assert job.stats.guided_steps > 0
     assert not out.requires_grad and out.grad_fn is None
+
+
+def test_keep_background_returns_the_original_latent_outside_the_edit_region(comfy, setup):
+    """keep_background=0: every cell away from the object's old and new places comes back exactly as it was
+    inverted; inside them the edit still happens. Off (-1, the official method), the outside drifts."""
+    smp = comfy.module("nodes.sampler")
+    plan_mod, geometry = comfy.module("dragon_core.plan"), comfy.module("dragon_core.geometry")
+    model, cond, inv, lat = setup["model"], setup["cond"], setup["inv"], setup["lat"]
+    runs = {}
+    with torch.inference_mode():
+        for keep in (0, -1):
+            spec = _spec(comfy, object_mask=setup["mask"], offset_x=24, schedule="dragondiffusion",
+                         keep_background=keep)
+            runs[keep] = smp.run_dragon(model, cond, cond, inv, spec, 10, 4.0, 1)[0]
+    with torch.inference_mode(False):
+        region = plan_mod.build_plan(spec, tuple(lat.shape[-2:]), torch.device("cpu")).sde_mask
+        keep = geometry.keep_mask(region, 0)[0, 0]
+    outside, region = keep == 1, keep == 0
+    assert bool(outside.any()) and bool(region.any())
+    assert torch.allclose(runs[0][0][:, outside], lat[0][:, outside], atol=1e-4)
+    assert float((runs[-1][0][:, outside] - lat[0][:, outside]).abs().max()) > 1e-2
+    assert float((runs[0][0][:, region] - lat[0][:, region]).abs().max()) > 1e-2
+
+
+def test_anchor_end_keeps_the_object_s_place_on_the_object_s_inverted_path(comfy, setup):
+    """anchor_end 1: after every step the target cells take the guidance branch's latent of the object, so the
+    result there is the clean object latent, moved; off (0, the official start-noise copy only), it is not."""
+    smp = comfy.module("nodes.sampler")
+    plan_mod = comfy.module("dragon_core.plan")
+    model, cond, inv, lat = setup["model"], setup["cond"], setup["inv"], setup["lat"]
+    runs = {}
+    with torch.inference_mode():
+        for end in (1.0, 0.0):
+            spec = _spec(comfy, object_mask=setup["mask"], offset_x=24, schedule="dragondiffusion", anchor_end=end)
+            runs[end] = smp.run_dragon(model, cond, cond, inv, spec, 10, 4.0, 1)[0]
+    with torch.inference_mode(False):
+        copy = plan_mod.build_plan(spec, tuple(lat.shape[-2:]), torch.device("cpu")).anchor
+    moved = lat.flatten(2)[:, :, copy.source]
+    assert copy.target.numel() > 0
+    assert torch.allclose(runs[1.0].flatten(2)[:, :, copy.target], moved, atol=1e-5)
+    assert float((runs[0.0].flatten(2)[:, :, copy.target] - moved).abs().max()) > 1e-2
+    rest = torch.ones(lat[0, 0].numel(), dtype=torch.bool)
+    rest[copy.target] = False
+    assert float((runs[1.0].flatten(2)[:, :, rest] - lat.flatten(2)[:, :, rest]).abs().max()) > 1e-3  # still edited

@@ -10,7 +10,7 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from dragon_core.energy import drag_energy, move_energy  # noqa: E402
 from dragon_core.errors import DragonInputError  # noqa: E402
-from dragon_core.geometry import cell_of, object_warp, pair_patches, surroundings  # noqa: E402
+from dragon_core.geometry import cell_of, keep_mask, object_warp, pair_patches, surroundings  # noqa: E402
 from dragon_core.plan import build_plan  # noqa: E402
 from dragon_core.points import parse_points  # noqa: E402
 from dragon_core.spec import GuidanceSpec, PointPair  # noqa: E402
@@ -172,3 +172,53 @@ def test_the_vacated_area_is_filled_like_its_surroundings_not_the_whole_image():
     assert _fill_energy_change("move", far=False) > 1e-3
     assert _fill_energy_change("move", far=True) == 0.0
     assert _fill_energy_change("remove", far=True) > 1e-3
+
+
+def test_keep_mask_keeps_all_but_the_grown_region_with_a_soft_edge():
+    region = torch.zeros(1, 1, 16, 16)
+    region[..., 6:9, 6:9] = 1
+    keep = keep_mask(region, 2)[0, 0]
+    assert bool((keep[4:11, 4:11] == 0).all())  # the region grown by 2 cells is edited freely
+    edge = keep[3, 4:11]  # the ring just outside: partly kept
+    assert bool(((edge > 0) & (edge < 1)).all())
+    assert bool((keep[:2] == 1).all()) and bool((keep[:, 12:] == 1).all())  # farther out: kept
+    assert bool((keep_mask(region, 0)[0, 0][6:9, 6:9] == 0).all()) and float(keep_mask(region, 0)[0, 0][5, 7]) > 0
+
+
+def test_keep_background_margin_is_in_image_pixels():
+    # 128x64 image on a 16x8 latent: 8 px per cell; a 20 px margin grows the region by 3 cells
+    spec = _spec(offset=(40.0, 0.0), keep_background=20)
+    plan = build_plan(spec, (8, 16), torch.device("cpu"))
+    region = plan.sde_mask[0, 0] > 0
+    ys, xs = torch.nonzero(region, as_tuple=True)
+    free = plan.keep[0, 0] == 0
+    fy, fx = torch.nonzero(free, as_tuple=True)
+    assert int(fx.min()) == max(0, int(xs.min()) - 3) and int(fx.max()) == min(15, int(xs.max()) + 3)
+    assert build_plan(_spec(offset=(40.0, 0.0)), (8, 16), torch.device("cpu")).keep is None  # -1: off
+
+
+@pytest.mark.parametrize("mode", ["move", "remove"])
+def test_vacated_start_noise_comes_from_the_surroundings(mode):
+    """vacated_noise 0: the place the object leaves starts from its surroundings' mean start noise (not the
+    object's inverted noise); 0.5 adds fresh noise of their spread; -1 keeps the mode's default start."""
+    offset = (40.0, 0.0) if mode == "move" else (0.0, 0.0)
+    g = torch.Generator().manual_seed(1)
+    x_t = torch.randn(1, 4, 8, 16, generator=g)
+    x_t[..., 1:3, 1:3] += 10.0  # the object's inverted noise, far from its surroundings'
+    flat = build_plan(_spec(mode, offset=offset, vacated_noise=0.0), (8, 16), torch.device("cpu")).initial(x_t)
+    noisy = build_plan(_spec(mode, offset=offset, vacated_noise=0.5), (8, 16), torch.device("cpu")).initial(x_t)
+    default = build_plan(_spec(mode, offset=offset), (8, 16), torch.device("cpu")).initial(x_t)
+    vac = flat[..., 1:3, 1:3]
+    assert bool((vac - vac[..., :1, :1]).abs().max() < 1e-6)  # one value per channel
+    assert float(vac.abs().max()) < 2.0  # the surroundings' level, not the object's (+10)
+    assert float((noisy[..., 1:3, 1:3] - vac).std()) > 0.05
+    if mode == "move":
+        assert torch.equal(default[..., 1:3, 1:3], x_t[..., 1:3, 1:3])  # official: the object's noise stays
+        assert torch.equal(flat[..., 1:3, 6:8], x_t[..., 1:3, 1:3])  # the copy to the target is unchanged
+    else:
+        assert float(default[..., 1:3, 1:3].abs().max()) < 8.0  # fresh noise
+    outside = torch.ones(8, 16, dtype=torch.bool)
+    outside[1:3, 1:3] = False
+    if mode == "move":
+        outside[1:3, 6:8] = False
+    assert torch.equal(flat[0][:, outside], x_t[0][:, outside])
