@@ -48,6 +48,11 @@ VARIANTS = {  # name -> changes to the main method; paired with "dragon" on the 
     "no_kv": {"kv": False},
     "dragondiffusion_schedule": {"schedule": "dragondiffusion"},
     "diffeditor_schedule": {"schedule": "diffeditor"},
+    # the start/trajectory options of Guidance Setup, each switched back to the official behaviour
+    "no_anchor": {"anchor_end": 0.0},
+    "no_keep": {"keep_background": -1},
+    "no_vacated_noise": {"vacated_noise": -1.0},
+    "no_energy": {"energy_scale": 0.0},  # everything but the energy guidance: what the energies add
 }
 
 
@@ -265,9 +270,12 @@ def mode_overrides(overrides: dict, mode: str) -> dict:
 
 
 def default_variants(main_run: dict) -> list[str]:
-    """K/V off, and the schedule the main method does not use."""
+    """K/V off, the schedule the main method does not use, and each start/trajectory option the main method
+    turns on switched off again; with any of those on, also the energy off (what the guidance itself adds)."""
     other = "diffeditor_schedule" if main_run.get("schedule") == "dragondiffusion" else "dragondiffusion_schedule"
-    return ["no_kv", other]
+    options = [v for v in ("no_anchor", "no_keep", "no_vacated_noise")
+               if any(main_run.get(k, off) != off for k, off in VARIANTS[v].items())]
+    return ["no_kv", other, *options, *(["no_energy"] if options else [])]
 
 
 def load_png(path: Path) -> torch.Tensor:
@@ -418,7 +426,9 @@ def _fmt(s: dict | None, k: str) -> str:
 
 README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Dragon, no K/V",
                 "dragondiffusion_schedule": "Dragon, DragonDiffusion schedule",
-                "diffeditor_schedule": "Dragon, DiffEditor schedule", "copy_paste": "copy-paste",
+                "diffeditor_schedule": "Dragon, DiffEditor schedule", "no_anchor": "Dragon, no anchor",
+                "no_keep": "Dragon, background not kept", "no_vacated_noise": "Dragon, vacated place from its own noise",
+                "no_energy": "Dragon, energy_scale 0", "copy_paste": "copy-paste",
                 "copy_paste_fill": "copy-paste + fill", "ground_truth": "ground truth (ceiling)"}
 
 

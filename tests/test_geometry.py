@@ -222,3 +222,24 @@ def test_vacated_start_noise_comes_from_the_surroundings(mode):
     if mode == "move":
         outside[1:3, 6:8] = False
     assert torch.equal(flat[0][:, outside], x_t[0][:, outside])
+
+
+def test_paste_anchor_copies_from_the_reference_image_s_branch():
+    """paste's anchor takes the object from the reference image's inverted latent (the base image has no object),
+    at the same cells the start-noise copy uses; move's takes it from the base image's own branch."""
+    from dragon_core.inversion import Inversion
+
+    ref_lat = [torch.full((1, 4, 8, 16), float(k + 1)) for k in range(3)]
+    inv2 = Inversion(latents=ref_lat, sigmas=torch.tensor([2.0, 1.0, 0.0]), model_key="m", latent_shape=(1, 4, 8, 16))
+    paste = GuidanceSpec(mode="paste", width=128, height=64, reference_mask=_spec().object_mask, offset=(40.0, 8.0),
+                         reference_inversion=inv2)
+    plan = build_plan(paste, (8, 16), torch.device("cpu"))
+    assert plan.anchor.second
+    base = torch.zeros(1, 4, 8, 16)
+    out = plan.anchor.apply(base, base, inv2.reference(1))
+    assert torch.equal((out != 0).any(dim=1)[0], plan.grad_mask[0, 0] > 0)  # the target cells, nothing else
+    assert bool((out[..., 2:4, 6:8] == 2.0).all()) and not bool(base.any())  # reference(1) = latents[1]; input kept
+    start = plan.initial(base)
+    assert torch.equal(start != 0, out != 0)  # the start copy uses the same cells
+    move = build_plan(_spec(offset=(40.0, 8.0)), (8, 16), torch.device("cpu"))
+    assert not move.anchor.second
