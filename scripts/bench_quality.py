@@ -301,8 +301,9 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--scenes", type=int, default=40, help="test scenes per mode")
     ap.add_argument("--variants", nargs="*",
-                    help="variants to compare (on --variant-modes); 'none' for none (default: no_kv and the other "
-                         "schedule than the mode's main one)")
+                    help="variants to compare (on --variant-modes); 'none' for none (default: no_kv, the other "
+                         "schedule than the mode's main one, and each of keep_background, vacated_noise and "
+                         "anchor_end the main run sets switched off, with no_energy when any is set)")
     ap.add_argument("--variant-modes", nargs="*", default=["move", "drag"])
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--tune", action="store_true", help="use the settings scenes (seeds 0+), not the test scenes")

@@ -295,3 +295,13 @@ def test_anchor_end_keeps_the_object_s_place_on_the_object_s_inverted_path(comfy
     rest = torch.ones(lat[0, 0].numel(), dtype=torch.bool)
     rest[copy.target] = False
     assert float((runs[1.0].flatten(2)[:, :, rest] - lat.flatten(2)[:, :, rest]).abs().max()) > 1e-3  # still edited
+
+
+def test_an_option_the_mode_does_not_use_is_named_in_a_warning(comfy, setup, caplog):
+    """anchor_end on remove (no destination) or vacated_noise on appearance changes nothing; say so, don't refuse
+    (switching the mode of a graph should not break it)."""
+    with caplog.at_level("WARNING", logger="DragonDiffusion"):
+        spec = _spec(comfy, mode="remove", object_mask=setup["mask"], anchor_end=0.5, vacated_noise=0.0)
+    said = [r.getMessage() for r in caplog.records]
+    assert spec.anchor_end == 0.5 and any("anchor_end applies to move/resize/paste only" in m for m in said)
+    assert not any("vacated_noise" in m for m in said)  # remove uses it
