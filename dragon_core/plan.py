@@ -10,8 +10,8 @@ import torch
 from .energy import (Feats, appearance_energy, drag_energy, landmark_energy, move_energy, paste_energy,
                      remove_energy)
 from .errors import DragonInputError
-from .geometry import (cell_of, downsample_any, drag_region, keep_mask, object_warp, pair_patches, patch, resize_mask,
-                       surroundings, token_mask)
+from .geometry import (cell_of, downsample_any, drag_region, keep_mask, object_warp, pair_patches, patch,
+                       resize_mask, surroundings, token_mask)
 from .inversion import Inversion
 from .spec import GuidanceSpec
 
@@ -141,8 +141,8 @@ def _start_from_surroundings(x: torch.Tensor, x_t: torch.Tensor, region: torch.T
     noise of the ring's spread (per channel; seeded, so an edit is reproducible).
 
     Why: DDIM inversion does not give Gaussian noise; the inverted noise where an object was still encodes
-    it, and the object comes back as a ghost. Starting from its surroundings' noise removes it (toy model:
-    vacated area +2.4 dB, README).
+    it, and the object comes back as a ghost. Starting from its surroundings' noise removes it (toy model, 40
+    test scenes of move: vacated area +3.2 dB; README, Quality benchmark).
     """
     idx, ring_idx = _flat(region).to(x.device), _flat(ring).to(x.device)
     if not idx.numel() or not ring_idx.numel():

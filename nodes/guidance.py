@@ -86,11 +86,13 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                                f"must be -1 (the mode's default) or between 0 and 1, got {vacated_noise}.")
     if not (0.0 <= anchor_end <= 1.0):
         raise DragonInputError(NODE, "anchor_end", f"must be between 0 (off) and 1, got {anchor_end}.")
+    not_landmark = tuple(m for m in MODES if m != "landmark")
     for name, value, off, modes in (("vacated_noise", vacated_noise, AUTO, ("move", "resize", "remove")),
                                     ("anchor_end", anchor_end, 0.0, ("move", "resize", "paste")),
-                                    ("keep_background", keep_background, -1, tuple(m for m in MODES if m != "landmark"))):
-        if value != off and mode not in modes:
-            log.warning("Dragon Guidance Setup: %s applies to %s only; %s mode ignores it.", name, "/".join(modes), mode)
+                                    ("keep_background", keep_background, -1, not_landmark)):
+        if value != off and mode not in modes:  # an unused setting: say so, but a mode switch must not break a graph
+            log.warning("Dragon Guidance Setup: %s applies to %s only; %s mode ignores it.", name, "/".join(modes),
+                        mode)
     pairs = points.pairs if points is not None else ()
     offset = (float(offset_x), float(offset_y))
     if mode in ("move", "resize"):

@@ -428,7 +428,8 @@ def _fmt(s: dict | None, k: str) -> str:
 README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Dragon, no K/V",
                 "dragondiffusion_schedule": "Dragon, DragonDiffusion schedule",
                 "diffeditor_schedule": "Dragon, DiffEditor schedule", "no_anchor": "Dragon, no anchor",
-                "no_keep": "Dragon, background not kept", "no_vacated_noise": "Dragon, vacated place from its own noise",
+                "no_keep": "Dragon, background not kept",
+                "no_vacated_noise": "Dragon, vacated place from its own noise",
                 "no_energy": "Dragon, energy_scale 0", "copy_paste": "copy-paste",
                 "copy_paste_fill": "copy-paste + fill", "ground_truth": "ground truth (ceiling)"}
 
