@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
 from .energy import (Feats, appearance_energy, drag_energy, landmark_energy, move_energy, paste_energy,
                      remove_energy)
@@ -56,6 +57,22 @@ class LatentCopy:
         x = x.clone()
         x.flatten(2)[:, :, self.target] = src.to(x).flatten(2)[:, :, self.source]
         return x
+
+
+def _interior(copy: LatentCopy, h: int, w: int) -> LatentCopy:
+    """The cells of a copy whose 3x3 neighbourhood lies inside its target (all of it if none does).
+
+    Why (paste): the edge cells of the pasted object also hold the *reference* image's background around it,
+    and an anchor on them drew a ring of that colour around the pasted object. Left free, they are blended
+    by the edit like the rest (toy settings scenes 6-13: full PSNR 24.7 -> 27.0 dB, IoU 0.90 -> 0.89). Move
+    keeps them: there they hold the image's own background (vacated 26.3 -> 26.1 dB when eroded).
+    """
+    m = torch.zeros(h * w, device=copy.target.device)
+    m[copy.target] = 1
+    inner = -F.max_pool2d(-m.view(1, 1, h, w), 3, 1, 1).flatten()[copy.target] > 0.5
+    if not bool(inner.any()):
+        return copy
+    return LatentCopy(copy.target[inner], copy.source[inner], copy.second)
 
 
 def _flat(mask: torch.Tensor) -> torch.Tensor:
@@ -316,7 +333,8 @@ def _paste_plan(spec, h, w, gh, gw, device) -> EditPlan:
 
     sources = [(0, ~lat_cur, True), (1, downsample_any(src_region, h, w), False)]
     return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw), initial=initial,
-                    target_cells=cur, second=inv2, kv_select=kv_selector(sources, (h, w)), anchor=copy)
+                    target_cells=cur, second=inv2, kv_select=kv_selector(sources, (h, w)),
+                    anchor=_interior(copy, h, w))
 
 
 def _appearance_plan(spec, h, w, gh, gw, device) -> EditPlan:

@@ -243,3 +243,23 @@ def test_paste_anchor_copies_from_the_reference_image_s_branch():
     assert torch.equal(start != 0, out != 0)  # the start copy uses the same cells
     move = build_plan(_spec(offset=(40.0, 8.0)), (8, 16), torch.device("cpu"))
     assert not move.anchor.second
+
+
+def test_paste_anchors_only_the_object_s_interior_and_move_all_of_it():
+    """The edge cells of a pasted object also hold the reference's background (a ring of its colour when
+    anchored), so paste's anchor leaves them to the edit; move anchors every cell (its own background)."""
+    from dragon_core.inversion import Inversion
+
+    big = _spec(box=(8, 8, 56, 56)).object_mask  # 6x6 latent cells at 8 px per cell
+    inv2 = Inversion(latents=[torch.zeros(1, 4, 8, 16)] * 2, sigmas=torch.tensor([1.0, 0.0]), model_key="m",
+                     latent_shape=(1, 4, 8, 16))
+    paste = GuidanceSpec(mode="paste", width=128, height=64, reference_mask=big, offset=(40.0, 0.0),
+                         reference_inversion=inv2)
+    plan = build_plan(paste, (8, 16), torch.device("cpu"))
+    target = set(torch.nonzero(plan.grad_mask[0, 0].flatten()).flatten().tolist())
+    assert len(target) == 36
+    inner = {r * 16 + c for r in range(2, 6) for c in range(7, 11)}
+    assert set(plan.anchor.target.tolist()) == inner
+    assert torch.equal(plan.anchor.source, plan.anchor.target - 5)  # each from its own source cell
+    move = build_plan(_spec(box=(8, 8, 56, 56), offset=(40.0, 0.0)), (8, 16), torch.device("cpu"))
+    assert move.anchor.target.numel() == 36
