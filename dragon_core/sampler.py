@@ -113,15 +113,16 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
                 x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s)
                 stats.unet_calls["reinvert"] += 1
             backend.check_interrupt()
+        ref_next = inversion.reference(i + 1)  # the guidance branch at the level x_next has reached
         if plan.anchor is not None and i < anchor_steps:
             # the object's place follows the guidance branch's trajectory of the object (warped), as the start
             # noise copy does at step 0, so its colours cannot drift while the layout forms
             second = plan.second.reference(i + 1) if plan.second is not None else None
-            x_next = plan.anchor.apply(x_next, inversion.reference(i + 1), second)
+            x_next = plan.anchor.apply(x_next, ref_next, second)
         if plan.keep is not None:
             # outside the edit region the image stays exactly as it was: the original trajectory's latent
             keep = plan.keep.to(x_next)
-            x_next = keep * inversion.reference(i + 1).to(x_next) + (1 - keep) * x_next
+            x_next = keep * ref_next.to(x_next) + (1 - keep) * x_next
         state.phase = "plain"
         state.kv = {}
         backend.step_done(i, x_next, x0)
