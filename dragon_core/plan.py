@@ -15,6 +15,7 @@ from .geometry import (cell_of, downsample_any, drag_region, keep_mask, object_w
                        resize_mask, surroundings, token_mask)
 from .inversion import Inversion
 from .spec import GuidanceSpec
+from .trend import TrendFill, trend_ring
 
 SETUP = "Dragon Guidance Setup"
 # (batch item of the reference pass, latent-grid region, strict) -> which K/V tokens a masked injection reads
@@ -41,6 +42,8 @@ class EditPlan:
     keep: Optional[torch.Tensor] = None
     # move/resize/paste: the object's latent cells, copied from the guidance branch to the target after early steps
     anchor: Optional["LatentCopy"] = None
+    # move/resize/remove: the vacated place's colour trend, held to its surroundings' in the source image
+    trend: Optional[TrendFill] = None
 
 
 @dataclass
@@ -148,8 +151,28 @@ def _move_plan(spec, h, w, gh, gw, device) -> EditPlan:
             _start_from_surroundings(x, x_t, lat_vacated, lat_ring, spec.vacated_noise)
         return copy.apply(x, x_t, None)
 
+    trend = _trend(spec, lat_vacated, lat_org, ~(lat_org | lat_target), h, w)
     return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=sde_mask, feature_hw=(gh, gw),
-                    initial=initial, target_cells=cur, anchor=copy)
+                    initial=initial, target_cells=cur, anchor=copy, trend=trend)
+
+
+def _trend(spec: GuidanceSpec, region: torch.Tensor, around: torch.Tensor, allowed: torch.Tensor, h: int,
+           w: int) -> Optional[TrendFill]:
+    """vacated_trend on the latent grid: `region` fitted to the `allowed` cells within vacated_trend image
+    pixels (at least one cell) of `around` (the object's old place), or to the user's reference_region where
+    one is painted."""
+    if spec.vacated_trend < 0 or not bool(region.any()):
+        return None
+    region, around, allowed = region.cpu(), around.cpu(), allowed.cpu()
+    ring = None
+    if spec.reference_region is not None:
+        ring = downsample_any(resize_mask(spec.reference_region, 2 * h, 2 * w), h, w).cpu() & allowed
+    if ring is None or not bool(ring.any()):
+        cells = max(1, math.ceil(spec.vacated_trend * max(h / spec.height, w / spec.width) - 1e-6))
+        ring = trend_ring(around, allowed, cells)
+    if not bool(ring.any()):
+        return None
+    return TrendFill(_flat(region), _flat(ring), (h, w))
 
 
 def _start_from_surroundings(x: torch.Tensor, x_t: torch.Tensor, region: torch.Tensor, ring: torch.Tensor,
@@ -290,7 +313,8 @@ def _remove_plan(spec, h, w, gh, gw, device) -> EditPlan:
         return torch.where(grad_mask.bool(), fresh, x_t)
 
     return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw), initial=initial,
-                    target_cells=obj, kv_select=kv_selector([(0, ~lat_obj, True)], (h, w)))
+                    target_cells=obj, kv_select=kv_selector([(0, ~lat_obj, True)], (h, w)),
+                    trend=_trend(spec, lat_obj, lat_obj, ~lat_obj, h, w))
 
 
 def _reference_of(spec: GuidanceSpec, h: int, w: int) -> Inversion:

@@ -73,6 +73,7 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
     state.kv_select = plan.kv_select
     x = plan.initial(inversion.noise.to(device))
     anchor_steps = round(spec.anchor_end * n)
+    trend_want = plan.trend.target(inversion.latents[0].to(device)) if plan.trend is not None else None
     for i in range(n):
         s, s1 = sigmas[i], sigmas[i + 1]
         sp = steps[i]
@@ -113,6 +114,9 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
                 x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s)
                 stats.unet_calls["reinvert"] += 1
             backend.check_interrupt()
+        if plan.trend is not None:
+            # the vacated place's predicted image takes its surroundings' colour trend, keeping its detail
+            x_next = plan.trend.apply(x_next, x0, trend_want)
         ref_next = inversion.reference(i + 1)  # the guidance branch at the level x_next has reached
         if plan.anchor is not None and i < anchor_steps:
             # the object's place follows the guidance branch's trajectory of the object (warped), as the start

@@ -100,4 +100,7 @@ class GuidanceSpec:
     # move/resize/paste: after each step before this fraction of the steps, the object's target place takes
     # the guidance branch's latent of the object (warped); 0: off (the official code copies the start noise only)
     anchor_end: float = 0.0
+    # move/resize/remove: after every step the vacated place's predicted image takes the colour trend (a plane
+    # per channel) of the source image in a ring this many image pixels wide around the object; -1: off
+    vacated_trend: int = -1
     extra: dict = field(default_factory=dict)

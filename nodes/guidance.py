@@ -27,7 +27,8 @@ def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> f
 def build_spec(mode, object_mask=None, points: DragPoints | None = None, reference_region=None, offset_x=0, offset_y=0,
                scale=1.0, energy_scale=AUTO, w_edit=AUTO, w_content=AUTO, w_contrast=AUTO, w_inpaint=AUTO,
                schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=AUTO, reference_mask=None,
-               reference_inversion=None, keep_background=-1, vacated_noise=AUTO, anchor_end=0.0) -> GuidanceSpec:
+               reference_inversion=None, keep_background=-1, vacated_noise=AUTO, anchor_end=0.0,
+               vacated_trend=-1) -> GuidanceSpec:
     if mode not in MODES:
         raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     if schedule not in SCHEDULES:
@@ -86,9 +87,13 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                                f"must be -1 (the mode's default) or between 0 and 1, got {vacated_noise}.")
     if not (0.0 <= anchor_end <= 1.0):
         raise DragonInputError(NODE, "anchor_end", f"must be between 0 (off) and 1, got {anchor_end}.")
+    if not (vacated_trend == -1 or vacated_trend >= 1):
+        raise DragonInputError(NODE, "vacated_trend",
+                               f"must be -1 (off) or a ring width >= 1 in pixels, got {vacated_trend}.")
     not_landmark = tuple(m for m in MODES if m != "landmark")
     for name, value, off, modes in (("vacated_noise", vacated_noise, AUTO, ("move", "resize", "remove")),
                                     ("anchor_end", anchor_end, 0.0, ("move", "resize", "paste")),
+                                    ("vacated_trend", vacated_trend, -1, ("move", "resize", "remove")),
                                     ("keep_background", keep_background, -1, not_landmark)):
         if value != off and mode not in modes:  # an unused setting: say so, but a mode switch must not break a graph
             log.warning("Dragon Guidance Setup: %s applies to %s only; %s mode ignores it.", name, "/".join(modes),
@@ -146,7 +151,7 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         schedule=schedule, guidance_start=float(guidance_start), guidance_end=float(guidance_end),
         sde_strength=_pick(sde_strength, d.sde_strength if schedule == "diffeditor" else 0.0, "sde_strength"),
         kv_mode=d.kv_mode, keep_background=int(keep_background), vacated_noise=float(vacated_noise),
-        anchor_end=float(anchor_end))
+        anchor_end=float(anchor_end), vacated_trend=int(vacated_trend))
 
 
 def _check_object(mask, input_name: str, what: str) -> None:
@@ -267,6 +272,12 @@ class DragonGuidanceSetup(io.ComfyNode):
                                        "follows the original object's inverted path (moved, scaled) after every "
                                        "step, so its colours and shape hold while the picture forms; the later steps "
                                        "blend it in. 0 = off (the official method copies only the start noise)."),
+                io.Int.Input("vacated_trend", default=-1, min=-1, max=4096, optional=True,
+                             tooltip="move/resize/remove: after every step, the place the object leaves takes the "
+                                     "colour trend (brightness and colour, with their gradient) of the image in a "
+                                     "ring this many pixels wide around the object, or of reference_region when "
+                                     "painted; the detail the model draws there is kept. Stops a lighter or darker "
+                                     "patch where the object was. -1 = off (the official method)."),
             ],
             outputs=[DragonGuidanceType.Output(display_name="guidance", tooltip="The guidance spec for the Dragon Sampler.")],
         )
@@ -275,8 +286,9 @@ class DragonGuidanceSetup(io.ComfyNode):
     def execute(cls, mode, offset_x, offset_y, scale, energy_scale, w_edit, w_content, w_contrast, w_inpaint,
                 schedule, guidance_start, guidance_end, sde_strength, object_mask=None, points=None,
                 reference_region=None, reference_mask=None, reference_inversion=None,
-                keep_background=-1, vacated_noise=AUTO, anchor_end=0.0) -> io.NodeOutput:
+                keep_background=-1, vacated_noise=AUTO, anchor_end=0.0, vacated_trend=-1) -> io.NodeOutput:
         spec = build_spec(mode, object_mask, points, reference_region, offset_x, offset_y, scale, energy_scale, w_edit,
                           w_content, w_contrast, w_inpaint, schedule, guidance_start, guidance_end, sde_strength,
-                          reference_mask, reference_inversion, keep_background, vacated_noise, anchor_end)
+                          reference_mask, reference_inversion, keep_background, vacated_noise, anchor_end,
+                          vacated_trend)
         return io.NodeOutput(spec)

@@ -52,6 +52,7 @@ VARIANTS = {  # name -> changes to the main method; paired with "dragon" on the 
     "no_anchor": {"anchor_end": 0.0},
     "no_keep": {"keep_background": -1},
     "no_vacated_noise": {"vacated_noise": -1.0},
+    "no_vacated_trend": {"vacated_trend": -1},
     "no_energy": {"energy_scale": 0.0},  # everything but the energy guidance: what the energies add
 }
 
@@ -101,7 +102,7 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
         else:
             setup.update(object_mask=[sc, 2], offset_x=[sc, 6], offset_y=[sc, 7], scale=[sc, 8])
         for k in ("energy_scale", "w_edit", "w_content", "w_contrast", "w_inpaint", "guidance_start", "guidance_end",
-                  "sde_strength", "keep_background", "vacated_noise", "anchor_end"):
+                  "sde_strength", "keep_background", "vacated_noise", "anchor_end", "vacated_trend"):
             if k in run:
                 setup[k] = run[k]  # ComfyUI casts INT widgets
         gd = g.node("DragonDiffusion_GuidanceSetup", **setup)
@@ -273,7 +274,7 @@ def default_variants(main_run: dict) -> list[str]:
     """K/V off, the schedule the main method does not use, and each start/trajectory option the main method
     turns on switched off again; with any of those on, also the energy off (what the guidance itself adds)."""
     other = "diffeditor_schedule" if main_run.get("schedule") == "dragondiffusion" else "dragondiffusion_schedule"
-    options = [v for v in ("no_anchor", "no_keep", "no_vacated_noise")
+    options = [v for v in ("no_anchor", "no_keep", "no_vacated_noise", "no_vacated_trend")
                if any(main_run.get(k, off) != off for k, off in VARIANTS[v].items())]
     return ["no_kv", other, *options, *(["no_energy"] if options else [])]
 
@@ -302,7 +303,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=40, help="test scenes per mode")
     ap.add_argument("--variants", nargs="*",
                     help="variants to compare (on --variant-modes); 'none' for none (default: no_kv, the other "
-                         "schedule than the mode's main one, and each of keep_background, vacated_noise and "
+                         "schedule than the mode's main one, and each of keep_background, vacated_noise, vacated_trend and "
                          "anchor_end the main run sets switched off, with no_energy when any is set)")
     ap.add_argument("--variant-modes", nargs="*", default=["move", "drag"])
     ap.add_argument("--steps", type=int, default=50)
@@ -430,6 +431,7 @@ README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Drag
                 "diffeditor_schedule": "Dragon, DiffEditor schedule", "no_anchor": "Dragon, no anchor",
                 "no_keep": "Dragon, background not kept",
                 "no_vacated_noise": "Dragon, vacated place from its own noise",
+                "no_vacated_trend": "Dragon, no vacated colour trend",
                 "no_energy": "Dragon, energy_scale 0", "copy_paste": "copy-paste",
                 "copy_paste_fill": "copy-paste + fill", "ground_truth": "ground truth (ceiling)"}
 

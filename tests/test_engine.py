@@ -217,6 +217,7 @@ def test_sampler_bad_inputs_name_the_input(comfy, setup, case, match):
     (dict(mode="move", vacated_noise=float("nan"), object_mask="m"), "'vacated_noise'"),
     (dict(mode="move", anchor_end=1.5, object_mask="m"), "'anchor_end': must be between 0"),
     (dict(mode="move", anchor_end=float("nan"), object_mask="m"), "'anchor_end'"),
+    (dict(mode="move", vacated_trend=0, object_mask="m"), "'vacated_trend': must be -1 (off) or a ring width"),
 ])
 def test_guidance_setup_bad_inputs_name_the_input(comfy, setup, kwargs, match):
     errors = comfy.module("dragon_core.errors")
@@ -297,11 +298,38 @@ def test_anchor_end_keeps_the_object_s_place_on_the_object_s_inverted_path(comfy
     assert float((runs[1.0].flatten(2)[:, :, rest] - lat.flatten(2)[:, :, rest]).abs().max()) > 1e-3  # still edited
 
 
+def test_vacated_trend_gives_the_vacated_place_its_surroundings_colour_trend(comfy, setup):
+    """vacated_trend: the last step's prediction is the result, so the edit's plane over the vacated cells is
+    exactly the plane the clean source has in the ring around the object, extrapolated; off, it is not."""
+    smp = comfy.module("nodes.sampler")
+    plan_mod = comfy.module("dragon_core.plan")
+    model, cond, inv, lat = setup["model"], setup["cond"], setup["inv"], setup["lat"]
+    runs = {}
+    with torch.inference_mode():
+        for px in (8, -1):
+            spec = _spec(comfy, object_mask=setup["mask"], offset_x=24, schedule="dragondiffusion", vacated_trend=px)
+            runs[px] = smp.run_dragon(model, cond, cond, inv, spec, 10, 4.0, 1)[0]
+    with torch.inference_mode(False):
+        trend = plan_mod.build_plan(_spec(comfy, object_mask=setup["mask"], offset_x=24, vacated_trend=8),
+                                    tuple(lat.shape[-2:]), torch.device("cpu")).trend
+        want = trend.target(lat.float())
+        assert trend.region.numel() > 0
+        assert torch.allclose(trend.plane(runs[8]), want, atol=1e-3)
+        assert float((trend.plane(runs[-1]) - want).abs().max()) > 1e-2
+        detail = runs[8].flatten(2)[:, :, trend.region].float() - trend.plane(runs[8])
+        assert float(detail.abs().max()) > 1e-2  # the model's own detail is still there
+
+
 def test_an_option_the_mode_does_not_use_is_named_in_a_warning(comfy, setup, caplog):
     """anchor_end on remove (no destination) or vacated_noise on appearance changes nothing; say so, don't refuse
     (switching the mode of a graph should not break it)."""
     with caplog.at_level("WARNING", logger="DragonDiffusion"):
-        spec = _spec(comfy, mode="remove", object_mask=setup["mask"], anchor_end=0.5, vacated_noise=0.0)
+        spec = _spec(comfy, mode="remove", object_mask=setup["mask"], anchor_end=0.5, vacated_noise=0.0,
+                     vacated_trend=8)
+        _spec(comfy, mode="appearance", object_mask=setup["mask"], reference_mask=setup["mask"],
+              reference_inversion=setup["inv"], vacated_trend=8)
     said = [r.getMessage() for r in caplog.records]
     assert spec.anchor_end == 0.5 and any("anchor_end applies to move/resize/paste only" in m for m in said)
     assert not any("vacated_noise" in m for m in said)  # remove uses it
+    assert any("vacated_trend applies to move/resize/remove only; appearance" in m for m in said)
+    assert not any("vacated_trend applies" in m and "remove mode" in m for m in said)

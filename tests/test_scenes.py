@@ -129,7 +129,9 @@ def test_bench_settings_apply_to_all_modes_or_one():
     # each start/trajectory option that is on gets its "off" variant, and then the energy is switched off too
     assert bench.default_variants({**move, "anchor_end": 0.8, "keep_background": 0.0}) == [
         "no_kv", "diffeditor_schedule", "no_anchor", "no_keep", "no_energy"]
-    assert bench.default_variants({**drag, "vacated_noise": -1.0, "anchor_end": 0.0}) == [
+    assert bench.default_variants({**move, "vacated_trend": 6.0}) == [
+        "no_kv", "diffeditor_schedule", "no_vacated_trend", "no_energy"]
+    assert bench.default_variants({**drag, "vacated_noise": -1.0, "anchor_end": 0.0, "vacated_trend": -1.0}) == [
         "no_kv", "dragondiffusion_schedule"]
     from dragon_toy.settings import GUIDANCE, bench_args
     toy = bench.parse_overrides(bench_args())  # the benchmark's default: the toy model's settings
