@@ -6,15 +6,15 @@ from typing import Callable, Optional
 
 import torch
 
-from .schedule import DenoiseFn, inversion_step
+from .schedule import DenoiseFn, inversion_step, vp_scale
 
 
 @dataclass
 class Inversion:
     """The inverted trajectory of one image.
 
-    `latents[k]` is the VE-space latent at `sigmas_ascending[k]`: latents[0] is the clean latent,
-    latents[-1] the inverted noise x_T. Denoising step i (from sigmas[i] to sigmas[i+1] of the
+    `latents[k]` is the VE-space latent at `sigmas_ascending[k]`: latents[0] is the encoded image at the
+    schedule's last level (official: alpha_bar of timestep 0), latents[-1] the inverted noise x_T. Denoising step i (from sigmas[i] to sigmas[i+1] of the
     descending schedule) reads latents[steps - i], the guidance branch at the same noise level.
     Tensors live on the CPU (ComfyUI caches node outputs; a few hundred KB at 512^2).
     """
@@ -44,15 +44,18 @@ def invert(
     sigmas: torch.Tensor,
     on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> list[torch.Tensor]:
-    """Run DDIM inversion over a descending schedule ending in 0; return all latents, clean first.
+    """Run DDIM inversion of the clean latent x0 over a descending schedule; return all latents (VE space),
+    the start first.
 
+    The official inversion takes the encoded image as the latent at the schedule's last level (alpha_bar of
+    timestep 0, not 1: diffusers' final_alpha_cumprod with set_alpha_to_one False), so its first step
+    estimates x0 from it with that alpha_bar. Here that level is sigmas[-1]; the VE latent there is
+    x0 / sqrt(alpha_bar). A schedule ending at 0 takes x0 as it is.
     `on_step(k, x)` is called after each step (progress, interruption).
     """
     asc = [float(s) for s in torch.flip(sigmas, dims=[0])]
-    if asc[0] != 0.0:
-        raise ValueError("the schedule must end at sigma 0")
-    x = x0
-    out = [x0.detach().to("cpu", copy=True)]
+    x = x0 / float(vp_scale(asc[0])) if asc[0] > 0 else x0
+    out = [x.detach().to("cpu", copy=True)]
     for k in range(len(asc) - 1):
         x = inversion_step(denoise, x, asc[k], asc[k + 1])
         out.append(x.detach().to("cpu", copy=True))

@@ -118,16 +118,19 @@ def _move_plan(spec, h, w, gh, gw, device) -> EditPlan:
     cur = warp.target
     other = ~(cur | org)
     vacated = org & ~cur
-    if spec.reference_region is not None:
-        ref_region = resize_mask(spec.reference_region, gh, gw) & ~org
-        if not bool(ref_region.any()):
+    if spec.reference_region is not None:  # official: the painted region as it is
+        ref_region = resize_mask(spec.reference_region, gh, gw)
+        if not bool((ref_region & ~org).any()):
             raise DragonInputError("Dragon Guidance Setup", "reference_region",
                                    "covers no pixels outside the object.", "Paint an area beside the object.")
-    else:  # the object's surroundings (the official code: the whole rest of the image)
+    elif spec.ring_inpaint:  # opt-in: the object's surroundings
         ref_region = surroundings(org, other)
+    else:  # official: the whole rest of the image
+        ref_region = other
     idx = {k: _flat(v).to(device) for k, v in dict(target=cur, other=other, vacated=vacated, ref=ref_region).items()}
     source = warp.source_index.to(device)
-    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content, w_contrast=spec.w_contrast, w_inpaint=spec.w_inpaint)
+    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content, w_contrast=spec.w_contrast, w_inpaint=spec.w_inpaint,
+                   monotone=spec.monotone_energy)
 
     def energy(gen: Feats, ref: Feats):
         return move_energy(gen, ref, target=idx["target"], source=source, other=idx["other"],
@@ -338,7 +341,7 @@ def _paste_plan(spec, h, w, gh, gw, device) -> EditPlan:
     cur = warp.target
     other = ~cur
     idx = dict(target=_flat(cur).to(device), other=_flat(other).to(device), source=warp.source_index.to(device))
-    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content)
+    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content, centre=spec.centred_features)
 
     def energy(gen: Feats, ref: Feats):
         n = len(gen)
@@ -369,7 +372,7 @@ def _appearance_plan(spec, h, w, gh, gw, device) -> EditPlan:
     if not bool(other.any()):
         raise DragonInputError(SETUP, "object_mask", "covers the whole image.", "Paint only the object.")
     idx = dict(obj=_flat(obj).to(device), ref_obj=_flat(ref_obj).to(device), other=_flat(other).to(device))
-    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content)
+    weights = dict(w_edit=spec.w_edit, w_content=spec.w_content, centre=spec.centred_features)
 
     def energy(gen: Feats, ref: Feats):
         n = len(gen)

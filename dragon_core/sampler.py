@@ -131,6 +131,9 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         state.kv = {}
         backend.step_done(i, x_next, x0)
         x = x_next
+    if sigmas[-1] > 0:
+        # the official loop ends at the level of timestep 0 and decodes that latent as it is: the VP latent
+        x = x * float(vp_scale(sigmas[-1]))
     return x, stats
 
 

@@ -15,6 +15,21 @@ import torch
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def ddim_timesteps(steps: int, train_steps: int = 1000) -> list[int]:
+    """The official DDIM timesteps, descending, then 0 for the final level: diffusers' DDIMScheduler with SD's
+    config ("leading" spacing, steps_offset 1, set_alpha_to_one False): k * (T // n) + 1 for k < n, so 50
+    steps give 981, 961, ..., 1, and the last step lands on alpha_bar of timestep 0, not on a clean image.
+
+    Every n gives exactly n steps (ComfyUI's ddim_uniform gives n + 1 when n does not divide 1000). Above
+    T // 2 steps the stride is 1 and the top timestep is capped at T - 1 (one step of zero length at 1000).
+    """
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    stride = max(train_steps // steps, 1)
+    ts = [min(k * stride + 1, train_steps - 1) for k in range(steps)]
+    return ts[::-1] + [0]
+
+
 def alpha_bar(sigma: torch.Tensor | float) -> torch.Tensor:
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
     return 1.0 / (1.0 + sigma**2)

@@ -103,4 +103,10 @@ class GuidanceSpec:
     # move/resize/remove: after every step the vacated place's predicted image takes the colour trend (a plane
     # per channel) of the source image in a ring this many image pixels wide around the object; -1: off
     vacated_trend: int = -1
+    # opt-ins that change the official energies (README, Where we differ): s_hat with MONOTONE_GAIN in the move
+    # terms (official: raw cosine); the vacated place's inpaint reference a ring around the object (official:
+    # the whole rest of the image); cross-image terms on mean-free features (official: raw features)
+    monotone_energy: bool = False
+    ring_inpaint: bool = False
+    centred_features: bool = False
     extra: dict = field(default_factory=dict)

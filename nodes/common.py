@@ -5,9 +5,8 @@ import logging
 
 import torch
 
-import comfy.samplers
-
 from ..dragon_core.errors import DragonInputError
+from ..dragon_core.schedule import ddim_timesteps
 from .unet_layout import downscale_levels, latent_channels
 
 log = logging.getLogger("DragonDiffusion")
@@ -64,9 +63,11 @@ def single_mask(node: str, input_name: str, mask) -> torch.Tensor | None:
 
 
 def ddim_sigmas(model_patcher, steps: int) -> torch.Tensor:
-    """ComfyUI's ddim_uniform schedule (diffusers' DDIM timesteps 981, 961, ..., 1 for 50 steps)."""
+    """The official DDIM schedule as sigmas of the model's own noise schedule: timesteps 981, 961, ..., 1 for
+    50 steps, ending at the level of timestep 0 (dragon_core.schedule.ddim_timesteps), descending."""
     ms = model_patcher.get_model_object("model_sampling")
-    return comfy.samplers.calculate_sigmas(ms, "ddim_uniform", steps).to(torch.float32)
+    table = ms.sigmas.detach().float().cpu()
+    return table[ddim_timesteps(steps, len(table))].clone()
 
 
 def with_transformer_options(model_options: dict, **entries) -> dict:

@@ -28,7 +28,7 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                scale=1.0, energy_scale=AUTO, w_edit=AUTO, w_content=AUTO, w_contrast=AUTO, w_inpaint=AUTO,
                schedule="diffeditor", guidance_start=0.0, guidance_end=0.6, sde_strength=AUTO, reference_mask=None,
                reference_inversion=None, keep_background=-1, vacated_noise=AUTO, anchor_end=0.0,
-               vacated_trend=-1) -> GuidanceSpec:
+               vacated_trend=-1, monotone_energy=False, ring_inpaint=False, centred_features=False) -> GuidanceSpec:
     if mode not in MODES:
         raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
     if schedule not in SCHEDULES:
@@ -94,7 +94,10 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     for name, value, off, modes in (("vacated_noise", vacated_noise, AUTO, ("move", "resize", "remove")),
                                     ("anchor_end", anchor_end, 0.0, ("move", "resize", "paste")),
                                     ("vacated_trend", vacated_trend, -1, ("move", "resize", "remove")),
-                                    ("keep_background", keep_background, -1, not_landmark)):
+                                    ("keep_background", keep_background, -1, not_landmark),
+                                    ("monotone_energy", bool(monotone_energy), False, ("move", "resize")),
+                                    ("ring_inpaint", bool(ring_inpaint), False, ("move", "resize")),
+                                    ("centred_features", bool(centred_features), False, CROSS_IMAGE_MODES)):
         if value != off and mode not in modes:  # an unused setting: say so, but a mode switch must not break a graph
             log.warning("Dragon Guidance Setup: %s applies to %s only; %s mode ignores it.", name, "/".join(modes),
                         mode)
@@ -151,7 +154,8 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         schedule=schedule, guidance_start=float(guidance_start), guidance_end=float(guidance_end),
         sde_strength=_pick(sde_strength, d.sde_strength if schedule == "diffeditor" else 0.0, "sde_strength"),
         kv_mode=d.kv_mode, keep_background=int(keep_background), vacated_noise=float(vacated_noise),
-        anchor_end=float(anchor_end), vacated_trend=int(vacated_trend))
+        anchor_end=float(anchor_end), vacated_trend=int(vacated_trend), monotone_energy=bool(monotone_energy),
+        ring_inpaint=bool(ring_inpaint), centred_features=bool(centred_features))
 
 
 def _check_object(mask, input_name: str, what: str) -> None:
@@ -227,7 +231,7 @@ class DragonGuidanceSetup(io.ComfyNode):
                                                "paste: one pair may give the offset. drag/landmark: the pairs to move."),
                 io.Mask.Input("reference_region", optional=True,
                               tooltip="move/remove: an area whose look the vacated place should take (official 'reference region'). "
-                                      "Unconnected: move/resize take a ring around the object, remove the rest of the image."),
+                                      "Unconnected: the rest of the image (move/resize with ring_inpaint: a ring around the object)."),
                 io.Mask.Input("reference_mask", optional=True,
                               tooltip="paste/appearance: the object in the reference image (same size as the base image)."),
                 DragonInversionType.Input("reference_inversion", optional=True,
@@ -278,6 +282,18 @@ class DragonGuidanceSetup(io.ComfyNode):
                                      "ring this many pixels wide around the object, or of reference_region when "
                                      "painted; the detail the model draws there is kept. Stops a lighter or darker "
                                      "patch where the object was. -1 = off (the official method)."),
+                io.Boolean.Input("monotone_energy", default=False, optional=True,
+                                 tooltip="move/resize: put (1+cos)/2 into the edit and consistency energies, weight "
+                                         "doubled (the same step where the features agree). Off = the official "
+                                         "w/(1+4 cos) of the raw cosine, whose pole at cos -0.25 is guarded."),
+                io.Boolean.Input("ring_inpaint", default=False, optional=True,
+                                 tooltip="move/resize without reference_region: fill the vacated place like a ring "
+                                         "around the object (a fifth of its size wide). Off = the official: like the "
+                                         "whole rest of the image on average."),
+                io.Boolean.Input("centred_features", default=False, optional=True,
+                                 tooltip="paste/appearance: compare each image's features relative to its own mean, "
+                                         "so the reference image's overall colour does not come along with its "
+                                         "object. Off = the official raw features."),
             ],
             outputs=[DragonGuidanceType.Output(display_name="guidance", tooltip="The guidance spec for the Dragon Sampler.")],
         )
@@ -286,9 +302,10 @@ class DragonGuidanceSetup(io.ComfyNode):
     def execute(cls, mode, offset_x, offset_y, scale, energy_scale, w_edit, w_content, w_contrast, w_inpaint,
                 schedule, guidance_start, guidance_end, sde_strength, object_mask=None, points=None,
                 reference_region=None, reference_mask=None, reference_inversion=None,
-                keep_background=-1, vacated_noise=AUTO, anchor_end=0.0, vacated_trend=-1) -> io.NodeOutput:
+                keep_background=-1, vacated_noise=AUTO, anchor_end=0.0, vacated_trend=-1, monotone_energy=False,
+                ring_inpaint=False, centred_features=False) -> io.NodeOutput:
         spec = build_spec(mode, object_mask, points, reference_region, offset_x, offset_y, scale, energy_scale, w_edit,
                           w_content, w_contrast, w_inpaint, schedule, guidance_start, guidance_end, sde_strength,
                           reference_mask, reference_inversion, keep_background, vacated_noise, anchor_end,
-                          vacated_trend)
+                          vacated_trend, monotone_energy, ring_inpaint, centred_features)
         return io.NodeOutput(spec)

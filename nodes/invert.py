@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.inversion import Inversion, invert
-from .common import check_conditioning, check_latent, ddim_sigmas, log
+from .common import check_conditioning, check_latent, ddim_sigmas
 from .types import CATEGORY, DragonInversionType
 from .unet_layout import model_key, unet_of
 
@@ -36,9 +36,6 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
 def run_inversion(model, positive, samples: torch.Tensor, steps: int) -> tuple[Inversion, torch.Tensor]:
     """Invert `samples` (an unscaled VAE latent) with the conditional prompt and no CFG."""
     sigmas = ddim_sigmas(model, steps)
-    if len(sigmas) - 1 != steps:
-        log.warning("DDIM Invert: ComfyUI's ddim_uniform schedule has %d steps for steps=%d; "
-                    "using %d (the Dragon Sampler follows the inversion).", len(sigmas) - 1, steps, len(sigmas) - 1)
     guider = comfy.samplers.CFGGuider(model)
     guider.inner_set_conds({"positive": positive})
     guider.set_cfg(1.0)
@@ -69,7 +66,7 @@ class DDIMInvert(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="A prompt describing the source image (may be empty text)."),
                 io.Latent.Input("latent", tooltip="The source image, encoded with VAE Encode (one image)."),
                 io.Int.Input("steps", default=50, min=1, max=1000,
-                             tooltip="DDIM steps (ComfyUI's ddim_uniform schedule). The Dragon Sampler uses the same count; the method's default is 50."),
+                             tooltip="DDIM steps (the official DDIM timesteps: 981, 961, ..., 1 for 50). Give the Dragon Sampler the same number; the method's default is 50."),
             ],
             outputs=[
                 DragonInversionType.Output(display_name="inversion", tooltip="The inverted trajectory (memory bank latents)."),

@@ -53,8 +53,17 @@ VARIANTS = {  # name -> changes to the main method; paired with "dragon" on the 
     "no_keep": {"keep_background": -1},
     "no_vacated_noise": {"vacated_noise": -1.0},
     "no_vacated_trend": {"vacated_trend": -1},
+    # the energy opt-ins, each switched back to the official energy
+    "no_monotone": {"monotone_energy": False},
+    "no_ring_inpaint": {"ring_inpaint": False},
+    "no_centred": {"centred_features": False},
     "no_energy": {"energy_scale": 0.0},  # everything but the energy guidance: what the energies add
 }
+OPT_INS = ("no_anchor", "no_keep", "no_vacated_noise", "no_vacated_trend", "no_monotone", "no_ring_inpaint",
+           "no_centred")
+# the pack's defaults: the official method, every opt-in off (the mode's energy scale and schedule stay the run's)
+VARIANTS["official"] = {k: v for name in OPT_INS for k, v in VARIANTS[name].items()}
+BOOL_KEYS = ("monotone_energy", "ring_inpaint", "centred_features")
 
 
 # ---------------------------------------------------------------- graphs
@@ -102,7 +111,7 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
         else:
             setup.update(object_mask=[sc, 2], offset_x=[sc, 6], offset_y=[sc, 7], scale=[sc, 8])
         for k in ("energy_scale", "w_edit", "w_content", "w_contrast", "w_inpaint", "guidance_start", "guidance_end",
-                  "sde_strength", "keep_background", "vacated_noise", "anchor_end", "vacated_trend"):
+                  "sde_strength", "keep_background", "vacated_noise", "anchor_end", "vacated_trend", *BOOL_KEYS):
             if k in run:
                 setup[k] = run[k]  # ComfyUI casts INT widgets
         gd = g.node("DragonDiffusion_GuidanceSetup", **setup)
@@ -259,7 +268,14 @@ def parse_overrides(items: list[str]) -> dict:
         mode, _, name = key.rpartition(".")
         if mode and mode not in MODES:
             raise ValueError(f"{item!r}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
-        out[key] = value if name == "schedule" else float(value)
+        if name == "schedule":
+            out[key] = value
+        elif name in BOOL_KEYS:
+            if value.lower() not in ("true", "false", "1", "0", "1.0", "0.0"):
+                raise ValueError(f"{item!r}: {name} is true or false")
+            out[key] = value.lower() in ("true", "1", "1.0")
+        else:
+            out[key] = float(value)
     return out
 
 
@@ -274,9 +290,8 @@ def default_variants(main_run: dict) -> list[str]:
     """K/V off, the schedule the main method does not use, and each start/trajectory option the main method
     turns on switched off again; with any of those on, also the energy off (what the guidance itself adds)."""
     other = "diffeditor_schedule" if main_run.get("schedule") == "dragondiffusion" else "dragondiffusion_schedule"
-    options = [v for v in ("no_anchor", "no_keep", "no_vacated_noise", "no_vacated_trend")
-               if any(main_run.get(k, off) != off for k, off in VARIANTS[v].items())]
-    return ["no_kv", other, *options, *(["no_energy"] if options else [])]
+    options = [v for v in OPT_INS if any(main_run.get(k, off) != off for k, off in VARIANTS[v].items())]
+    return ["no_kv", other, *options, *(["no_energy", "official"] if options else [])]
 
 
 def load_png(path: Path) -> torch.Tensor:
@@ -432,6 +447,9 @@ README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Drag
                 "no_keep": "Dragon, background not kept",
                 "no_vacated_noise": "Dragon, vacated place from its own noise",
                 "no_vacated_trend": "Dragon, no vacated colour trend",
+                "no_monotone": "Dragon, official raw-cosine energy", "no_ring_inpaint": "Dragon, official inpaint reference",
+                "no_centred": "Dragon, official raw cross-image features",
+                "official": "Dragon, official (every opt-in off)",
                 "no_energy": "Dragon, energy_scale 0", "copy_paste": "copy-paste",
                 "copy_paste_fill": "copy-paste + fill", "ground_truth": "ground truth (ceiling)"}
 

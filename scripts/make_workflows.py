@@ -39,7 +39,8 @@ INPUT_TYPES = {"model": "MODEL", "clip": "CLIP", "vae": "VAE", "pixels": "IMAGE"
 SETUP_DEFAULTS = [("offset_x", 0), ("offset_y", 0), ("scale", 1.0), ("energy_scale", -1.0), ("w_edit", -1.0),
                   ("w_content", -1.0), ("w_contrast", -1.0), ("w_inpaint", -1.0), ("schedule", "diffeditor"),
                   ("guidance_start", 0.0), ("guidance_end", 0.6), ("sde_strength", -1.0), ("keep_background", -1),
-                  ("vacated_noise", -1.0), ("anchor_end", 0.0), ("vacated_trend", -1)]
+                  ("vacated_noise", -1.0), ("anchor_end", 0.0), ("vacated_trend", -1),
+                  ("monotone_energy", False), ("ring_inpaint", False), ("centred_features", False)]
 
 
 CKPT = {"sd15": "v1-5-pruned-emaonly.safetensors", "sdxl": "sd_xl_base_1.0.safetensors"}

@@ -161,7 +161,8 @@ def test_guided_sampling_descends_the_edit_energy_over_the_steps(comfy, setup, m
     lower than on the same trajectory nearly unguided (a flipped sign, a wrong source/target pairing
     or a gradient landing outside the edit region would raise it or leave it). The scale is this random
     tiny model's: its energy gradient is large next to its latent (|g| about 2.3 per unit of scale at
-    the first step, the latent's norm about 28), so the defaults (40-80) overshoot on it."""
+    the first step, the latent's norm about 28), so the defaults (40-80) overshoot on it; move's official
+    raw-cosine terms are steeper still (0.1 already overshoots there: summed energy 9.5 against 10.1)."""
     smp = comfy.module("nodes.sampler")
     sp = comfy.module("dragon_core.spec")
     model, cond, inv = setup["model"], setup["cond"], setup["inv"]
@@ -171,7 +172,7 @@ def test_guided_sampling_descends_the_edit_energy_over_the_steps(comfy, setup, m
         kw = dict(points=sp.DragPoints(pairs=(sp.PointPair((35.0, 45.0), (60.0, 50.0)),), width=W, height=H))
     runs = {}
     with torch.inference_mode():
-        for name, scale in (("guided", 0.3), ("nearly_unguided", 1e-6)):
+        for name, scale in (("guided", 0.05 if mode == "move" else 0.3), ("nearly_unguided", 1e-6)):
             spec = _spec(comfy, mode, energy_scale=scale, schedule="dragondiffusion", **kw)
             _, job = smp.run_dragon(model, cond, cond, inv, spec, 10, 1.0, 1)
             runs[name] = [e for e, _ in job.stats.energies]
@@ -299,8 +300,9 @@ def test_anchor_end_keeps_the_object_s_place_on_the_object_s_inverted_path(comfy
 
 
 def test_vacated_trend_gives_the_vacated_place_its_surroundings_colour_trend(comfy, setup):
-    """vacated_trend: the last step's prediction is the result, so the edit's plane over the vacated cells is
-    exactly the plane the clean source has in the ring around the object, extrapolated; off, it is not."""
+    """vacated_trend: the edit's plane over the vacated cells is the plane the clean source has in the ring
+    around the object, extrapolated; off, it is not. Not exactly: the last step lands at alpha_bar of
+    timestep 0 (official), so the result is the last prediction plus sigma_0 (0.03) times its noise."""
     smp = comfy.module("nodes.sampler")
     plan_mod = comfy.module("dragon_core.plan")
     model, cond, inv, lat = setup["model"], setup["cond"], setup["inv"], setup["lat"]
@@ -314,8 +316,8 @@ def test_vacated_trend_gives_the_vacated_place_its_surroundings_colour_trend(com
                                     tuple(lat.shape[-2:]), torch.device("cpu")).trend
         want = trend.target(lat.float())
         assert trend.region.numel() > 0
-        assert torch.allclose(trend.plane(runs[8]), want, atol=1e-3)
-        assert float((trend.plane(runs[-1]) - want).abs().max()) > 1e-2
+        assert torch.allclose(trend.plane(runs[8]), want, atol=0.05)
+        assert float((trend.plane(runs[-1]) - want).abs().max()) > 1.0
         detail = runs[8].flatten(2)[:, :, trend.region].float() - trend.plane(runs[8])
         assert float(detail.abs().max()) > 1e-2  # the model's own detail is still there
 

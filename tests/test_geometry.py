@@ -148,11 +148,11 @@ def test_surroundings_is_a_ring_around_the_object_as_wide_as_a_fifth_of_it():
     assert torch.equal(surroundings(small, far), far)
 
 
-def _fill_energy_change(mode: str, far: bool) -> float:
+def _fill_energy_change(mode: str, far: bool, ring: bool = False) -> float:
     """How much the edit's fill term moves when the reference features of cells near the object (or far
     from it) change; the features of the generated image are left alone."""
     spec = _spec(mode, w=64, h=64, box=(16, 16, 32, 32), offset=(16.0, 0.0) if mode == "move" else (0.0, 0.0),
-                 w_edit=0.0, w_content=0.0, w_contrast=0.0, w_inpaint=1.0)
+                 w_edit=0.0, w_content=0.0, w_contrast=0.0, w_inpaint=1.0, ring_inpaint=ring)
     plan = build_plan(spec, (8, 8), torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     gen, ref = torch.randn(8, 256, generator=g), torch.randn(8, 256, generator=g)
@@ -165,12 +165,14 @@ def _fill_energy_change(mode: str, far: bool) -> float:
     return abs(float(sum(plan.energy([gen], [moved.view(8, 256)]))) - float(e0))
 
 
-def test_the_vacated_area_is_filled_like_its_surroundings_not_the_whole_image():
-    """Move with no reference region: the fill term averages a ring around the object (the official code
-    averages the whole rest of the image, pulling the fill toward the image's mean look). Removal keeps the
-    official whole-image average (the ring did not fill better there)."""
+def test_ring_inpaint_fills_the_vacated_area_like_its_surroundings_not_the_whole_image():
+    """Move with no reference region: by default (official) the fill term averages the whole rest of the
+    image; with ring_inpaint only a ring around the object. Removal keeps the whole-image average (the ring
+    did not fill better there)."""
     assert _fill_energy_change("move", far=False) > 1e-3
-    assert _fill_energy_change("move", far=True) == 0.0
+    assert _fill_energy_change("move", far=True) > 1e-3
+    assert _fill_energy_change("move", far=False, ring=True) > 1e-3
+    assert _fill_energy_change("move", far=True, ring=True) == 0.0
     assert _fill_energy_change("remove", far=True) > 1e-3
 
 

@@ -151,7 +151,7 @@ def test_paste_energy_pairs_target_cells_with_their_source_cells():
     src = object_warp(spec, gh, gw, mask=spec.reference_mask).source_index
     assert int(src[(tgt == 4 * gw + 12).nonzero()[0, 0]]) == 4 * gw + 4
     gen_after[0][:, tgt] = ref2[0][:, src]
-    _same_mean_off(ref2[0], gen_after[0], src)  # features are compared relative to each image's mean
+    _same_mean_off(ref2[0], gen_after[0], src)  # (so centred_features would pair them the same way)
     e_before, _ = plan.energy(gen_before, ref + ref2)
     e_after, c_after = plan.energy(gen_after, ref + ref2)
     assert float(e_after) < float(e_before)
@@ -213,10 +213,10 @@ def test_appearance_keeps_the_shape_and_matches_the_mean_feature():
     assert not set(got[got < 1000].tolist()) & {r * 16 + c for r in range(2, 6) for c in range(2, 6)}
 
 
-def test_cross_image_energies_ignore_each_image_s_overall_look():
-    """The edit terms of paste and appearance compare features relative to each image's mean: a shift of the
-    reference image's features as a whole (its overall look, e.g. another background) changes nothing, while
-    a change of its object does."""
+def test_centred_cross_image_energies_ignore_each_image_s_overall_look():
+    """With centre (the centred_features opt-in) the edit terms of paste and appearance compare features
+    relative to each image's mean: a shift of the reference image's features as a whole (its overall look,
+    e.g. another background) changes nothing, while a change of its object does."""
     g = torch.Generator().manual_seed(0)
     gen, ref, ref2 = (torch.randn(6, 40, generator=g) for _ in range(3))
     obj, other = torch.arange(10), torch.arange(10, 40)
@@ -224,7 +224,8 @@ def test_cross_image_energies_ignore_each_image_s_overall_look():
     changed = ref2.clone()
     changed[:, obj] += 3.0 * torch.randn(6, 1, generator=g)
     for fn, kw in ((paste_energy, dict(target=obj, source=obj)), (appearance_energy, dict(obj=obj, ref_obj=obj))):
-        e = [float(fn([gen], [ref], [r], other=other, w_edit=4.0, w_content=6.0, **kw)[0]) for r in (ref2, shifted, changed)]
+        e = [float(fn([gen], [ref], [r], other=other, w_edit=4.0, w_content=6.0, centre=True, **kw)[0])
+             for r in (ref2, shifted, changed)]
         assert e[1] == pytest.approx(e[0], rel=1e-5) and abs(e[2] - e[0]) > 1e-3, (fn.__name__, e)
 
 

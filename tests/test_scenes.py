@@ -128,14 +128,16 @@ def test_bench_settings_apply_to_all_modes_or_one():
     assert bench.default_variants(drag) == ["no_kv", "dragondiffusion_schedule"]
     # each start/trajectory option that is on gets its "off" variant, and then the energy is switched off too
     assert bench.default_variants({**move, "anchor_end": 0.8, "keep_background": 0.0}) == [
-        "no_kv", "diffeditor_schedule", "no_anchor", "no_keep", "no_energy"]
-    assert bench.default_variants({**move, "vacated_trend": 6.0}) == [
-        "no_kv", "diffeditor_schedule", "no_vacated_trend", "no_energy"]
+        "no_kv", "diffeditor_schedule", "no_anchor", "no_keep", "no_energy", "official"]
+    assert bench.default_variants({**move, "vacated_trend": 6.0, "monotone_energy": True}) == [
+        "no_kv", "diffeditor_schedule", "no_vacated_trend", "no_monotone", "no_energy", "official"]
+    assert bench.parse_overrides(["move.ring_inpaint=true", "centred_features=0"]) == {
+        "move.ring_inpaint": True, "centred_features": False}
     assert bench.default_variants({**drag, "vacated_noise": -1.0, "anchor_end": 0.0, "vacated_trend": -1.0}) == [
         "no_kv", "dragondiffusion_schedule"]
     from dragon_toy.settings import GUIDANCE, bench_args
     toy = bench.parse_overrides(bench_args())  # the benchmark's default: the toy model's settings
     assert all(bench.mode_overrides(toy, m) == GUIDANCE.get(m, {}) for m in bench.MODES)
-    for bad in (["energy_scale"], ["mvoe.energy_scale=3"], ["energy_scale=high"]):
+    for bad in (["energy_scale"], ["mvoe.energy_scale=3"], ["energy_scale=high"], ["ring_inpaint=maybe"]):
         with pytest.raises(ValueError):
             bench.parse_overrides(bad)
