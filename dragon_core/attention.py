@@ -17,6 +17,10 @@ AttnFn = Callable[..., torch.Tensor]
 Key = tuple[str, int, int]
 
 PHASES = ("plain", "reference", "generate", "grad")
+# Where the injected K/V of step i come from. "inversion" (official): what the UNet computed in the inversion
+# step that reached this level, i.e. on the guidance-branch latent one level less noisy, at step i's timestep
+# (the official memory bank). "guidance": the guidance branch's latent of step i itself, at its timestep.
+KV_SOURCES = ("inversion", "guidance")
 
 
 class StopUNet(Exception):
@@ -51,14 +55,17 @@ class CrossBranchAttention:
 
     mode: "replace" (K, V := the guidance branch's, as for move), "concat" (K, V := [own; guidance],
     as for drag) or "auto" (what the edit's mode asks for). Active on steps i with
-    start <= i/steps < end. Outside a Dragon run (no BranchState in the options) it is exactly the
+    start <= i/steps < end. source: see KV_SOURCES. Outside a Dragon run (no BranchState in the options) it is exactly the
     model's own attention.
     """
 
-    def __init__(self, attention: AttnFn, mode: str = "auto", start: float = 0.1, end: float = 1.0):
+    def __init__(self, attention: AttnFn, mode: str = "auto", start: float = 0.1, end: float = 1.0,
+                 source: str = "inversion"):
         if mode not in ("auto", "replace", "concat"):
             raise ValueError(f"unknown mode {mode!r}")
-        self.attention, self.mode, self.start, self.end = attention, mode, start, end
+        if source not in KV_SOURCES:
+            raise ValueError(f"unknown source {source!r}")
+        self.attention, self.mode, self.start, self.end, self.source = attention, mode, start, end, source
 
     def __deepcopy__(self, memo):
         return self

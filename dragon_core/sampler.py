@@ -32,6 +32,9 @@ class Backend(Protocol):
     def kv_active(self, step: int, steps: int) -> bool:
         """Whether cross-branch attention injects at this step (False without the patch)."""
 
+    def kv_source(self) -> str:
+        """Where the injected K/V come from (dragon_core.attention.KV_SOURCES)."""
+
     def step_done(self, i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
         """Progress, preview and interruption after each step."""
 
@@ -81,10 +84,23 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         kv_on = backend.kv_active(i, n)
         ref_feats = None
         state.kv = {}
-        if sp.guided or kv_on:
-            # one reference pass of the guidance branch, shared by the K/V injection and the energy
+        kv_from_inversion = kv_on and backend.kv_source() == "inversion"
+        if kv_from_inversion:
+            # the official memory bank's K/V of this step: the inversion step that reached this level evaluated
+            # the UNet on the latent one level less noisy, at this step's timestep
             state.phase = "reference"
-            state.reset_capture(blocks if sp.guided else (), stop=not kv_on)
+            state.reset_capture((), stop=False)
+            x_kv = _inversion_input(inversion, i)
+            if plan.second is not None:
+                x_kv = torch.cat([x_kv, _inversion_input(plan.second, i).to(x_kv)])
+            backend.denoise_cond(x_kv.to(device), s, state)
+            stats.unet_calls["reference"] += 1
+        kv_here = kv_on and not kv_from_inversion
+        if sp.guided or kv_here:
+            # the guidance branch at this step: its features for the energy (and, with the "guidance" K/V
+            # source, its K/V from the same pass)
+            state.phase = "reference" if kv_here else "plain"
+            state.reset_capture(blocks if sp.guided else (), stop=not kv_here)
             x_ref = inversion.reference(i)
             if plan.second is not None:  # cross-image modes: the reference image's branch as batch item 1
                 x_ref = torch.cat([x_ref, plan.second.reference(i).to(x_ref)])
@@ -135,6 +151,14 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         # the official loop ends at the level of timestep 0 and decodes that latent as it is: the VP latent
         x = x * float(vp_scale(sigmas[-1]))
     return x, stats
+
+
+def _inversion_input(inversion: Inversion, i: int) -> torch.Tensor:
+    """The UNet input of the inversion step that reached denoising step i's level: the latent one level less
+    noisy, as the VP latent it is, expressed at step i's sigma (VE)."""
+    n = inversion.steps
+    lower, s = float(inversion.sigmas[i + 1]), float(inversion.sigmas[i])
+    return inversion.latents[n - i - 1] * float(vp_scale(lower) / vp_scale(s))
 
 
 def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, plan: EditPlan,

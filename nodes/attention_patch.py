@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy.ldm.modules.attention import optimized_attention
 from comfy_api.latest import io
 
-from ..dragon_core.attention import CrossBranchAttention
+from ..dragon_core.attention import KV_SOURCES, CrossBranchAttention
 from ..dragon_core.errors import DragonInputError
 from .types import CATEGORY
 from .unet_layout import decoder_attn1_keys, unet_of
@@ -12,13 +12,13 @@ from .unet_layout import decoder_attn1_keys, unet_of
 NODE = "Cross-Branch Attention Patch"
 
 
-def patch_model(model, mode: str, start: float, end: float):
+def patch_model(model, mode: str, start: float, end: float, source: str = "inversion"):
     """A clone of `model` with the cross-branch patch on every decoder attn1 key it has."""
     unet = unet_of(model, NODE)
     keys = decoder_attn1_keys(unet)
     if not keys:
         raise DragonInputError(NODE, "model", "this UNet has no decoder self-attention layers to patch.")
-    patch = CrossBranchAttention(optimized_attention, mode=mode, start=start, end=end)
+    patch = CrossBranchAttention(optimized_attention, mode=mode, start=start, end=end, source=source)
     m = model.clone()
     for block, idx, j in keys:
         m.set_model_attn1_replace(patch, block, idx, j)
@@ -46,15 +46,23 @@ class CrossBranchAttentionPatch(io.ComfyNode):
                                tooltip="First step, as a fraction of the steps, at which K/V are injected (official: step 5 of 50 = 0.1)."),
                 io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Injection stops at this fraction of the steps (1.0 = to the end)."),
+                io.Combo.Input("source", options=list(KV_SOURCES), default="inversion", optional=True,
+                               tooltip="inversion (official): the K/V the UNet computed during DDIM inversion for "
+                                       "this step's timestep (on the latent one step less noisy), recomputed each "
+                                       "step instead of kept in a memory bank. guidance: the K/V of the guidance "
+                                       "branch's latent of this very step; on guided steps the same pass also "
+                                       "gives the energy's features, so it costs fewer UNet passes."),
             ],
             outputs=[io.Model.Output(tooltip="The patched clone of the model.")],
         )
 
     @classmethod
-    def execute(cls, model, mode, start, end) -> io.NodeOutput:
+    def execute(cls, model, mode, start, end, source="inversion") -> io.NodeOutput:
         if mode not in ("auto", "replace", "concat"):  # ComfyUI does not check V3 combo values
             raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose auto, replace or concat.")
         if not 0.0 <= start < end <= 1.0:
             raise DragonInputError(NODE, "start/end", f"need 0 <= start < end <= 1, got start={start}, end={end}.")
-        m, _ = patch_model(model, mode, start, end)
+        if source not in KV_SOURCES:
+            raise DragonInputError(NODE, "source", f"unknown source {source!r}; choose inversion or guidance.")
+        m, _ = patch_model(model, mode, start, end, source)
         return io.NodeOutput(m)

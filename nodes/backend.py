@@ -139,6 +139,9 @@ class ComfyBackend:
     def kv_active(self, step, steps):
         return any(p.active(step, steps) for p in self._kv)
 
+    def kv_source(self):
+        return self._kv[0].source if self._kv else "inversion"
+
     def step_done(self, i, x, denoised):
         pass  # replaced by the sampler function with the KSAMPLER callback
 

@@ -46,6 +46,7 @@ OBJ_TOL = 0.2  # RGB distance that counts as "the object's colour"
 MODES = ("move", "resize", "drag", "paste", "appearance", "remove")
 VARIANTS = {  # name -> changes to the main method; paired with "dragon" on the same scenes
     "no_kv": {"kv": False},
+    "kv_guidance": {"kv_source": "guidance"},  # K/V of the guidance latent of each step, not the inversion's
     "dragondiffusion_schedule": {"schedule": "dragondiffusion"},
     "diffeditor_schedule": {"schedule": "diffeditor"},
     # the start/trajectory options of Guidance Setup, each switched back to the official behaviour
@@ -116,6 +117,8 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
                 setup[k] = run[k]  # ComfyUI casts INT widgets
         gd = g.node("DragonDiffusion_GuidanceSetup", **setup)
         window = dict(zip(("start", "end"), CROSS_KV_WINDOW)) if mode in PASTE_LIKE else {}  # as the examples
+        if "kv_source" in run:
+            window["source"] = run["kv_source"]
         m = g.node("DragonDiffusion_CrossBranchAttention", model=model, **window) if run.get("kv", True) else loader
         smp = g.node("DragonDiffusion_Sampler", model=[m, 0], positive=cond, negative=cond, inversion=[inv, 0],
                      guidance=[gd, 0], steps=steps, cfg=1.0, seed=seed)
@@ -268,7 +271,7 @@ def parse_overrides(items: list[str]) -> dict:
         mode, _, name = key.rpartition(".")
         if mode and mode not in MODES:
             raise ValueError(f"{item!r}: unknown mode {mode!r} (modes: {', '.join(MODES)})")
-        if name == "schedule":
+        if name in ("schedule", "kv_source"):
             out[key] = value
         elif name in BOOL_KEYS:
             if value.lower() not in ("true", "false", "1", "0", "1.0", "0.0"):
@@ -441,7 +444,8 @@ def _fmt(s: dict | None, k: str) -> str:
     return f"{v:.3f}" if k in ("in_target", "iou", "ghost", "vacated_texture_err") else f"{v:.2f}"
 
 
-README_NAMES = {"dragon": "Dragon", "no_guidance": "no guidance", "no_kv": "Dragon, no K/V",
+README_NAMES = {"dragon": "Dragon", "kv_guidance": "Dragon, K/V of the guidance latent", "no_guidance": "no guidance",
+                "no_kv": "Dragon, no K/V",
                 "dragondiffusion_schedule": "Dragon, DragonDiffusion schedule",
                 "diffeditor_schedule": "Dragon, DiffEditor schedule", "no_anchor": "Dragon, no anchor",
                 "no_keep": "Dragon, background not kept",

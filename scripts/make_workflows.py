@@ -56,7 +56,7 @@ def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15
     guide_links = {"points": (5, 1)} if mode == "paste" else {"object_mask": (5, 0), "points": (5, 1)}
     steps = 50
     start, end = CROSS_KV_WINDOW if mode in CROSS_IMAGE else (0.1, 1.0)
-    window = [("mode", "auto"), ("start", start), ("end", end)]
+    window = [("mode", "auto"), ("start", start), ("end", end), ("source", "inversion")]
     if mode == "landmark":
         src, dst = landmarks
         editor = (5, "DragonDiffusion_Landmarks", [("source_points", json.dumps(src)), ("target_points", json.dumps(dst)),
@@ -163,7 +163,7 @@ def toy_graph() -> list:
         (4, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 1)}),
         (5, "DragonDiffusion_DDIMInvert", [("steps", 50)], {"model": (1, 0), "positive": (1, 2), "latent": (4, 0)}),
         (6, "DragonDiffusion_GuidanceSetup", setup_w, {"object_mask": (3, 0), "points": (3, 1)}),
-        (7, "DragonDiffusion_CrossBranchAttention", [("mode", "auto"), ("start", 0.1), ("end", 1.0)], {"model": (1, 0)}),
+        (7, "DragonDiffusion_CrossBranchAttention", [("mode", "auto"), ("start", 0.1), ("end", 1.0), ("source", "inversion")], {"model": (1, 0)}),
         (8, "DragonDiffusion_Sampler", [("steps", 50), ("cfg", 1.0), ("seed", 42), ("control_after_generate", "fixed")],
          {"model": (7, 0), "positive": (1, 2), "negative": (1, 2), "inversion": (5, 0), "guidance": (6, 0)}),
         (9, "VAEDecode", [], {"samples": (8, 0), "vae": (1, 1)}),

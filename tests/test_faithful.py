@@ -331,3 +331,78 @@ def test_centred_features_opt_in_ignores_an_image_wide_offset_of_the_reference(m
         e0 = float(plan.energy(_flat(gen), _flat(ref + ref2))[0])
         e1 = float(plan.energy(_flat(gen), _flat(ref + shifted))[0])
         assert (abs(e1 - e0) > 1e-6) == changes
+
+
+# ---------------------------------------------------------------- the K/V source
+
+class _RecordingBackend:
+    """A stand-in UNet for dragon_sample: records every pass; its 'features' are the latent itself."""
+
+    def __init__(self, source: str, kv_from: float = 0.1):
+        self.source, self.kv_from, self.calls = source, kv_from, []
+
+    def denoise_cfg(self, x, sigma, state):
+        self.calls.append((state.phase, state.step, x.clone(), float(sigma)))
+        return torch.zeros_like(x)
+
+    def denoise_cond(self, x, sigma, state):
+        self.calls.append((state.phase, state.step, x.detach().clone(), float(sigma)))
+        if state.capture:
+            state.features[0] = F.interpolate(x.repeat(1, 2, 1, 1), scale_factor=2.0)
+        return torch.zeros_like(x)
+
+    def feature_blocks(self):
+        return (0,)
+
+    def kv_active(self, step, steps):
+        return step / steps >= self.kv_from
+
+    def kv_source(self):
+        return self.source
+
+    def step_done(self, i, x, denoised):
+        pass
+
+    def check_interrupt(self):
+        pass
+
+
+@pytest.mark.parametrize("source", ["inversion", "guidance"])
+def test_kv_source_inversion_reads_the_official_bank_s_input(source):
+    """The official bank holds, for denoising step i, the K/V of the inversion step that reached step i's level:
+    the UNet at step i's timestep on the latent one level less noisy. With source "inversion" the K/V pass
+    of step i runs on exactly that input (as the VP latent it was, expressed at step i's sigma), and guided
+    steps take their features from a separate pass on the guidance latent of step i; with "guidance" one
+    pass on the guidance latent gives both."""
+    from dragon_core.attention import BranchState
+    from dragon_core.sampler import dragon_sample
+    from dragon_core.schedule import vp_scale
+
+    n = 10
+    g = torch.Generator().manual_seed(0)
+    sig = torch.tensor([14.6, 8.0, 5.0, 3.0, 2.0, 1.2, 0.8, 0.5, 0.2, 0.1, 0.03])
+    lat = [torch.randn(1, 4, *LAT, generator=g) for _ in range(n + 1)]
+    inv = Inversion(latents=lat, sigmas=sig, model_key="m", latent_shape=(1, 4, *LAT))
+    spec = _spec("move", object_mask=_box(32, 24, 64, 56), offset=(24.0, 8.0), schedule="dragondiffusion",
+                 guidance_end=0.5)
+    plan = build_plan(spec, LAT, CPU)
+    be = _RecordingBackend(source)
+    dragon_sample(be, inv, spec, plan, BranchState(), 0, CPU)
+    for i in range(n):
+        s = float(sig[i])
+        calls = [(ph, x, sg) for ph, st, x, sg in be.calls if st == i and ph in ("reference", "plain")]
+        kv = i / n >= 0.1
+        guided = i / n < 0.5
+        official_input = lat[n - i - 1] * float(vp_scale(float(sig[i + 1])) / vp_scale(s))
+        if source == "inversion":
+            refs = [x for ph, x, sg in calls if ph == "reference"]
+            assert len(refs) == int(kv)
+            if kv:
+                assert torch.allclose(refs[0], official_input) and not torch.allclose(refs[0], inv.reference(i))
+            feats = [x for ph, x, sg in calls if ph == "plain"]
+            assert len(feats) == int(guided) and (not guided or torch.equal(feats[0], inv.reference(i)))
+        else:
+            assert [ph for ph, _, _ in calls] == (["reference"] if kv else ["plain"] if guided else [])
+            if calls:
+                assert torch.equal(calls[0][1], inv.reference(i))
+        assert all(sg == s for _, _, sg in calls)
