@@ -39,12 +39,20 @@ def check_latent(node: str, input_name: str, latent: dict, unet) -> torch.Tensor
 
 
 def check_conditioning(node: str, input_name: str, cond) -> None:
-    if not isinstance(cond, list) or len(cond) == 0 or not isinstance(cond[0], (list, tuple)):
-        raise DragonInputError(node, input_name, "is empty or not a CONDITIONING.",
-                               "Connect a CLIP Text Encode output.")
-    for c in cond:
-        if isinstance(c[0], torch.Tensor) and not torch.isfinite(c[0]).all():
-            raise DragonInputError(node, input_name, "contains NaN or infinite values.", "")
+    """A CONDITIONING as ComfyUI's text encoders make it: a non-empty list of [tensor [B, tokens, dim], dict]."""
+    fix = "Connect a CLIP Text Encode (or another conditioning node's) output."
+    if not isinstance(cond, list) or len(cond) == 0:
+        raise DragonInputError(node, input_name, "is empty or not a CONDITIONING.", fix)
+    for i, c in enumerate(cond):
+        if not isinstance(c, (list, tuple)) or len(c) < 2 or not isinstance(c[1], dict):
+            raise DragonInputError(node, input_name, f"entry {i} is not a [tensor, options] pair of a CONDITIONING.", fix)
+        if not isinstance(c[0], torch.Tensor) or c[0].ndim != 3:
+            got = tuple(c[0].shape) if isinstance(c[0], torch.Tensor) else type(c[0]).__name__
+            raise DragonInputError(node, input_name, f"entry {i} holds {got}, not a [batch, tokens, channels] "
+                                   "text embedding.", fix)
+        if not torch.isfinite(c[0]).all():
+            raise DragonInputError(node, input_name, "contains NaN or infinite values.",
+                                   "Re-encode the prompt; check the nodes that changed the conditioning.")
 
 
 def single_mask(node: str, input_name: str, mask) -> torch.Tensor | None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+import comfy.model_management
 import folder_paths
 from comfy_api.latest import io, ui
 
@@ -32,35 +33,91 @@ LOAD_IMAGE_NO_MASK = (64, 64)  # ComfyUI's Load Image returns zeros of this shap
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 
-def _disc(img: torch.Tensor, x: float, y: float, r: float, color) -> None:
-    h, w = img.shape[:2]
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    sel = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= r * r
-    img[sel] = torch.tensor(color, dtype=img.dtype)
+PREVIEW_CANVAS = 1024  # the overlay (arrows, points) is drawn on a canvas of at most this many pixels a side
+_PAIRS_PER_CHUNK = 64  # Cancel is honoured between chunks
 
 
-def _line(img: torch.Tensor, a, b, color, width: float) -> None:
-    n = int(max(abs(b[0] - a[0]), abs(b[1] - a[1])) + 1)
-    for t in torch.linspace(0, 1, max(n, 2)):
-        _disc(img, a[0] + (b[0] - a[0]) * float(t), a[1] + (b[1] - a[1]) * float(t), width, color)
+def _stamp(canvas: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, radius: float) -> None:
+    """Mark, on a bool canvas [h, w], every pixel whose centre lies within `radius` of one of the points
+    (xs, ys): a disc stamped around each point, all points at once (cost: points x disc area)."""
+    h, w = canvas.shape
+    r = int(radius) + 1
+    oy, ox = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    px = (xs.floor().long()[:, None] + ox.flatten()[None])
+    py = (ys.floor().long()[:, None] + oy.flatten()[None])
+    inside = ((px + 0.5 - xs[:, None]) ** 2 + (py + 0.5 - ys[:, None]) ** 2 <= radius * radius)
+    inside &= (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    canvas.view(-1)[(py * w + px)[inside]] = True
+
+
+def _centre_lines(canvas: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Mark the pixels of the centre lines a[k] -> b[k] ([n, 2] canvas pixels) on a bool canvas, all at once
+    (cost: their total length)."""
+    h, w = canvas.shape
+    counts = (b - a).abs().max(dim=1).values.ceil().long().clamp(min=1) + 1
+    seg = torch.repeat_interleave(torch.arange(len(a)), counts)
+    start = torch.cumsum(counts, 0) - counts
+    t = (torch.arange(int(counts.sum())) - start[seg]).float() / (counts[seg] - 1).clamp(min=1).float()
+    pts = a[seg] + (b[seg] - a[seg]) * t[:, None]
+    px, py = pts[:, 0].floor().long(), pts[:, 1].floor().long()
+    ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    canvas.view(-1)[(py * w + px)[ok]] = True
+
+
+def _widen(canvas: torch.Tensor, radius: float) -> torch.Tensor:
+    """The canvas's marks widened by `radius`: one convolution with a disc (cost: canvas x disc area)."""
+    h, w = canvas.shape
+    r = int(radius)
+    oy, ox = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    disc = ((ox ** 2 + oy ** 2) <= radius * radius + 0.5).float()
+    return F.conv2d(canvas.float().view(1, 1, h, w), disc[None, None], padding=r)[0, 0] > 0.5
+
+
+def _tint(img: torch.Tensor, cover: torch.Tensor, color, alpha: float) -> None:
+    """In place: img tinted toward `color` where `cover`."""
+    img.lerp_(torch.tensor(color, dtype=img.dtype), cover.to(img.dtype)[..., None] * alpha)
 
 
 def render_preview(image: torch.Tensor, mask: torch.Tensor | None, points: DragPoints,
                    reference: torch.Tensor | None = None) -> torch.Tensor:
-    """The image with the mask tinted white, the reference region blue, each handle (red) -> target (blue) drawn."""
-    img = image[0].clone().float()
+    """The image with the mask tinted white, the reference region blue, each handle (red) -> target (blue) drawn.
+
+    The arrows and points are drawn on a canvas of at most PREVIEW_CANVAS pixels a side and scaled up to the
+    image, so the cost is the image's pixels plus the points' discs, whatever the image size and arrow length
+    (drawing each arrow at full size cost its length times the image's pixels: 100 s for one on 2048x2048).
+    Cancel is honoured while it draws."""
+    img = image[0].float().clone()
+    h, w = img.shape[:2]
     if mask is not None:
-        m = (mask[0] > 0.5).float()[..., None]
-        img = img * (1 - 0.35 * m) + torch.tensor([1.0, 1.0, 1.0]) * 0.35 * m
+        _tint(img, mask[0] > 0.5, (1.0, 1.0, 1.0), 0.35)
     if reference is not None:
-        m = (reference[0] > 0.5).float()[..., None]
-        img = img * (1 - 0.35 * m) + torch.tensor([0.2, 0.5, 1.0]) * 0.35 * m
-    r = max(2.0, min(points.width, points.height) / 80)
-    for pr in points.pairs:
-        _line(img, pr.handle, pr.target, (1.0, 1.0, 0.2), r / 2)
-        _disc(img, *pr.handle, r, (0.95, 0.15, 0.15))
-        _disc(img, *pr.target, r, (0.15, 0.35, 0.95))
-    return img[None].clamp(0, 1)
+        _tint(img, reference[0] > 0.5, (0.2, 0.5, 1.0), 0.35)
+    if points.pairs:
+        f = max(1.0, max(w, h) / PREVIEW_CANVAS)  # image pixels per canvas pixel
+        ch, cw = max(1, round(h / f)), max(1, round(w / f))
+        sx, sy = cw / w, ch / h
+        r = max(2.0, min(points.width, points.height) / 80) * min(sx, sy)
+        pairs = torch.tensor([[*p.handle, *p.target] for p in points.pairs], dtype=torch.float32)
+        pairs[:, 0::2] *= sx
+        pairs[:, 1::2] *= sy
+        # one label per canvas pixel, drawn in order (later on top): 1 arrow, 2 handle, 3 target
+        label = torch.zeros(ch, cw, dtype=torch.uint8)
+        for value, draw in ((1, lambda c, k: _centre_lines(c, k[:, :2], k[:, 2:])),
+                            (2, lambda c, k: _stamp(c, k[:, 0], k[:, 1], r)),
+                            (3, lambda c, k: _stamp(c, k[:, 2], k[:, 3], r))):
+            layer = torch.zeros(ch, cw, dtype=torch.bool)
+            for k in range(0, len(pairs), _PAIRS_PER_CHUNK):
+                comfy.model_management.throw_exception_if_processing_interrupted()
+                draw(layer, pairs[k:k + _PAIRS_PER_CHUNK])
+            label[_widen(layer, r / 2) if value == 1 else layer] = value
+        if (ch, cw) != (h, w):  # nearest upscale to the image
+            rows = (torch.arange(h) * ch // h).clamp(max=ch - 1)
+            cols = (torch.arange(w) * cw // w).clamp(max=cw - 1)
+            label = label[rows][:, cols]
+        palette = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.2], [0.95, 0.15, 0.15], [0.15, 0.35, 0.95]])
+        drawn = label > 0
+        img[drawn] = palette[label[drawn].long()]
+    return img.clamp_(0, 1)[None]
 
 
 def parse_size(text) -> tuple[int, int] | None:
@@ -105,21 +162,49 @@ def input_file(input_name: str, name: str) -> str | None:
     return path
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A brush layer may have at most this many pixels (8192 x 8192). Decoding one costs about 12 bytes a pixel at
+# peak (the decoded RGBA plus its two channels as floats): 0.8 GB at the limit. PIL's own decompression-bomb
+# limit (89 M pixels) lies above it, so this check always speaks first.
+MAX_LAYER_PIXELS = 8192 * 8192
+
+
+def png_size(input_name: str, name: str, path: str) -> tuple[int, int]:
+    """(width, height) from a PNG's header, read before anything is decoded; a clear refusal for anything else."""
+    fix = "Repaint the mask in the editor (it writes PNG brush layers), or clear it."
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        raise DragonInputError(NODE, input_name, f"{name[:80]!r} could not be read.", fix) from None
+    if len(head) < 24 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise DragonInputError(NODE, input_name, f"{name[:80]!r} is not a PNG file.", fix)
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if w * h > MAX_LAYER_PIXELS or w == 0 or h == 0:
+        raise DragonInputError(NODE, input_name, f"{name[:80]!r} is {w}x{h} pixels; a brush layer may have at most "
+                               f"{MAX_LAYER_PIXELS:,} ({int(MAX_LAYER_PIXELS ** 0.5)}x{int(MAX_LAYER_PIXELS ** 0.5)}).",
+                               fix)
+    return w, h
+
+
 def load_layer(input_name: str, name: str, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, str | None] | None:
     """A painted brush layer as (value, coverage) [H, W] tensors, resized to the image with a note if needed."""
     path = input_file(input_name, name)
     if path is None:
         return None
+    size = png_size(input_name, name, path)
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_SIDE * MAX_SIDE:
-                raise DragonInputError(NODE, input_name, f"is {im.width}x{im.height}, too large.")
-            rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DragonInputError(NODE, input_name, f"{name[:80]!r} is not a readable image ({str(e)[:80]}).",
+        with Image.open(path, formats=["PNG"]) as im:
+            if im.size != size:
+                raise ValueError("header and image disagree")
+            rgba = im.convert("RGBA")
+            value = torch.from_numpy(np.asarray(rgba.getchannel("R")).copy()).float().div_(255.0)
+            cover = torch.from_numpy(np.asarray(rgba.getchannel("A")).copy()).float().div_(255.0)
+            del rgba
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # the message names the file as the user gave it; PIL's text may hold the server's paths
+        raise DragonInputError(NODE, input_name, f"{name[:80]!r} is not a readable PNG ({type(e).__name__}).",
                                "Repaint the mask in the editor, or clear it.") from None
-    t = torch.from_numpy(rgba.copy())
-    value, cover = t[..., 0], t[..., 3]
     note = None
     if tuple(value.shape) != (height, width):
         note = f"{input_name} was painted on a {value.shape[1]}x{value.shape[0]} image; stretched to {width}x{height}."

@@ -1,9 +1,11 @@
 """Dragon Guidance Setup: mode, masks, points and energy settings -> a guidance spec."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from ..dragon_core.errors import DragonInputError
+from ..dragon_core.plan import build_plan
 from ..dragon_core.schedule import SCHEDULES
 from ..dragon_core.inversion import Inversion
 from ..dragon_core.spec import CROSS_IMAGE_MODES, MODE_DEFAULTS, MODES, DragPoints, GuidanceSpec
@@ -144,7 +146,7 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         if mask is not None and float((mask > 0.5).float().max()) == 0:
             log.info("Dragon Guidance Setup: the drag mask is empty; using regions around the drags instead.")
             mask = None
-    return GuidanceSpec(
+    spec = GuidanceSpec(
         mode=mode, width=int(width), height=int(height), object_mask=mask, reference_region=ref, pairs=tuple(pairs),
         offset=offset, scale=float(scale),
         energy_scale=_pick(energy_scale, d.energy_scale, "energy_scale"),
@@ -156,6 +158,12 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         kv_mode=d.kv_mode, keep_background=int(keep_background), vacated_noise=float(vacated_noise),
         anchor_end=float(anchor_end), vacated_trend=int(vacated_trend), monotone_energy=bool(monotone_energy),
         ring_inpaint=bool(ring_inpaint), centred_features=bool(centred_features))
+    # the edit's geometry on the latent of an SD-family model (8 pixels a cell): an object too small, an offset
+    # out of the image or an empty region is refused here, on the node whose inputs are wrong, not when the
+    # sampler runs (it checks again on the real latent)
+    with torch.inference_mode(False):
+        build_plan(spec, (max(1, int(height) // 8), max(1, int(width) // 8)), torch.device("cpu"))
+    return spec
 
 
 def _check_object(mask, input_name: str, what: str) -> None:

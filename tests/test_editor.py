@@ -142,7 +142,7 @@ def test_a_layer_of_another_size_is_stretched_with_a_note(ed, input_dir):
     ("link/secret.png", "outside ComfyUI's input folder"),
     ("x.png [output]", "not in ComfyUI's input folder"),
     ("missing.png", "was not found"),
-    ("notimage.png", "not a readable image"),
+    ("notimage.png", "is not a PNG file"),
 ])
 def test_layer_files_outside_the_input_folder_are_refused(ed, errors, input_dir, tmp_path, name, match):
     secret = tmp_path / "secret.png"
@@ -153,6 +153,40 @@ def test_layer_files_outside_the_input_folder_are_refused(ed, errors, input_dir,
     with pytest.raises(errors.DragonInputError) as e:
         _run(ed, "[]", editor_mask=name)
     assert "'editor_mask'" in str(e.value) and match in str(e.value), str(e.value)
+
+
+def _png_header(w: int, h: int) -> bytes:
+    """The first bytes of a PNG of w x h (signature + IHDR), as PIL writes them."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("huge", "13000x13000 pixels; a brush layer may have at most 67,108,864 (8192x8192)"),
+    ("jpeg", "is not a PNG file"),
+    ("postscript", "is not a PNG file"),
+    ("truncated", "is not a readable PNG"),
+])
+def test_brush_layer_must_be_a_png_of_bounded_size_checked_before_decoding(ed, errors, input_dir, kind, match):
+    """A 13000x13000 PNG of a few KB once made the server decode 8 GB; other formats were decoded by content
+    (a PostScript file named .png made PIL look for Ghostscript). Now: the header is read first, the size
+    refused before any decoding, and only PNG is decoded; no message holds the server's paths."""
+    p = input_dir / "layer.png"
+    if kind == "huge":
+        p.write_bytes(_png_header(13000, 13000) + b"\x00" * 64)
+    elif kind == "jpeg":
+        Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(p, format="JPEG")
+    elif kind == "postscript":
+        p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+    else:
+        p.write_bytes(_png_header(W, H) + b"\x00" * 10)
+    with pytest.raises(errors.DragonInputError) as e:
+        _run(ed, "[]", editor_mask="layer.png")
+    msg = str(e.value)
+    assert "'editor_mask'" in msg and match in msg and str(input_dir) not in msg, msg
 
 
 def test_fingerprint_follows_the_layer_file(ed, input_dir):
@@ -184,3 +218,64 @@ def test_load_images_empty_placeholder_mask_counts_as_none_other_mismatches_are_
         _run(ed, "[]", mask=torch.zeros(1, 16, 16))  # only Load Image's placeholder is let through
     with pytest.raises(errors.DragonInputError, match="'reference': is 64x64 but the image is 48x32"):
         _run(ed, "[]", reference=torch.ones(1, 64, 64))
+
+
+def _pairs(comfy, pairs, w, h):
+    sp = comfy.module("dragon_core.spec")
+    return sp.DragPoints(pairs=tuple(sp.PointPair(a, b) for a, b in pairs), width=w, height=h)
+
+
+@pytest.mark.parametrize("size", [(96, 64), (3000, 2000)])
+def test_preview_draws_handles_targets_and_the_arrow_where_they_are(ed, comfy, size):
+    """On a small image the overlay is drawn at full size; on a large one on a smaller canvas scaled up (the
+    cost must not grow with arrow length x image pixels); either way the handle is red, the target blue, the
+    arrow's middle yellow, and a pixel far from them keeps the image's colour with the mask's tint."""
+    w, h = size
+    img = torch.full((1, h, w, 3), 0.5)
+    mask = torch.zeros(1, h, w)
+    mask[:, : h // 8, : w // 8] = 1
+    a, b = (0.2 * w, 0.5 * h), (0.8 * w, 0.6 * h)
+    out = ed.render_preview(img, mask, _pairs(comfy, [(a, b)], w, h))[0]
+    assert out.shape == (h, w, 3)
+
+    def at(x, y):
+        return out[int(y), int(x)].tolist()
+
+    assert at(*a) == pytest.approx([0.95, 0.15, 0.15])
+    assert at(*b) == pytest.approx([0.15, 0.35, 0.95])
+    assert at((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) == pytest.approx([1.0, 1.0, 0.2])
+    assert at(w * 0.05, h * 0.05) == pytest.approx([0.5 * 0.65 + 0.35] * 3)  # masked: tinted white
+    assert at(w * 0.5, h * 0.95) == pytest.approx([0.5] * 3)  # untouched
+
+
+def test_preview_of_many_long_arrows_on_a_large_image_is_bounded(ed, comfy):
+    """512 corner-to-corner pairs on a 2048x2048 image: drawing each arrow at full size cost its length times
+    the image's pixels (about 100 s for one pair at this size, hours for 512); the canvas drawing takes about
+    a second here (scripts/bench_preview.py times it). The alarm only turns such a hang into a failure."""
+    import signal
+
+    n, s = 512, 2048
+    pairs = [((float(i % 64), float(i // 64)), (float(s - 1 - i % 64), float(s - 1 - i // 64))) for i in range(n)]
+
+    def too_slow(*_):
+        raise TimeoutError("preview rendering did not finish in 60 s")
+
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(60)
+    try:
+        out = ed.render_preview(torch.zeros(1, s, s, 3), None, _pairs(comfy, pairs, s, s))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert out[0, s // 2, s // 2].tolist() == pytest.approx([1.0, 1.0, 0.2])  # the arrows cross the middle
+
+
+def test_preview_honours_cancel(ed, comfy):
+    import comfy.model_management as mm
+
+    mm.interrupt_current_processing(True)  # what the Cancel button does
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            ed.render_preview(torch.zeros(1, 64, 64, 3), None, _pairs(comfy, [((1.0, 1.0), (60.0, 60.0))], 64, 64))
+    finally:
+        mm.interrupt_current_processing(False)

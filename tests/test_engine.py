@@ -219,6 +219,9 @@ def test_sampler_bad_inputs_name_the_input(comfy, setup, case, match):
     (dict(mode="move", anchor_end=1.5, object_mask="m"), "'anchor_end': must be between 0"),
     (dict(mode="move", anchor_end=float("nan"), object_mask="m"), "'anchor_end'"),
     (dict(mode="move", vacated_trend=0, object_mask="m"), "'vacated_trend': must be -1 (off) or a ring width"),
+    # geometry is checked on Guidance Setup itself (it used to surface only when the sampler ran)
+    (dict(mode="move", scale=0.05, object_mask="m"), "'scale': 0.05 shrinks the object"),
+    (dict(mode="move", offset_x=400, object_mask="m"), "'offset_x/offset_y': (400, 0) moves the object entirely out"),
 ])
 def test_guidance_setup_bad_inputs_name_the_input(comfy, setup, kwargs, match):
     errors = comfy.module("dragon_core.errors")
@@ -335,3 +338,27 @@ def test_an_option_the_mode_does_not_use_is_named_in_a_warning(comfy, setup, cap
     assert not any("vacated_noise" in m for m in said)  # remove uses it
     assert any("vacated_trend applies to move/resize/remove only; appearance" in m for m in said)
     assert not any("vacated_trend applies" in m and "remove mode" in m for m in said)
+
+
+@pytest.mark.parametrize("cond,match", [
+    ([], "is empty or not a CONDITIONING"),
+    ("text", "is empty or not a CONDITIONING"),
+    ([["not a tensor", {}]], "entry 0 holds str, not a [batch, tokens, channels] text embedding"),
+    ([[torch.zeros(77, 768), {}]], "entry 0 holds (77, 768)"),
+    ([[torch.zeros(1, 77, 768)]], "entry 0 is not a [tensor, options] pair"),
+    ([[torch.zeros(1, 77, 768), {}], None], "entry 1 is not a [tensor, options] pair"),
+    ([[torch.full((1, 77, 768), float("nan")), {}]], "contains NaN or infinite values"),
+])
+@pytest.mark.parametrize("node", ["invert", "sampler"])
+def test_malformed_conditioning_is_a_clear_error_on_the_node(comfy, setup, cond, match, node):
+    """A CONDITIONING is checked structurally before any model runs (it used to raise a raw AttributeError)."""
+    errors = comfy.module("dragon_core.errors")
+    with pytest.raises(errors.DragonInputError) as e:
+        if node == "invert":
+            comfy.module("nodes.invert").DDIMInvert.execute(setup["model"], cond, {"samples": setup["lat"]}, 10)
+        else:
+            comfy.module("nodes.sampler").run_dragon(setup["model"], setup["cond"], cond, setup["inv"],
+                                                     _spec(comfy, object_mask=setup["mask"], offset_x=24), 10, 4.0, 1)
+    msg = str(e.value)
+    want = ("DDIM Invert: input 'positive'" if node == "invert" else "Dragon Sampler: input 'negative'")
+    assert msg.startswith(want) and match in msg and ("CLIP Text Encode" in msg or "Re-encode" in msg), msg

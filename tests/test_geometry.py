@@ -63,8 +63,19 @@ def test_resize_past_the_border_is_clipped_not_an_error():
     plan = build_plan(spec, (8, 16), torch.device("cpu"))
     t = plan.target_cells
     assert t[:, -1].any() and t.sum() > object_warp(_spec(box=(96, 16, 124, 48)), 16, 32).target.sum()
-    with pytest.raises(DragonInputError, match="out of the image"):
+    with pytest.raises(DragonInputError, match=r"'offset_x/offset_y': \(500, 0\) moves the object entirely out of the "
+                                               r"128x64 image. Use a smaller offset"):
         build_plan(_spec(offset=(500.0, 0.0)), (8, 16), torch.device("cpu"))
+
+
+def test_an_object_scaled_or_painted_too_small_gets_the_advice_that_fixes_it():
+    """scale 0.05 leaves nothing of the object: the fix is a *larger* scale (it used to say smaller); an object
+    below one feature cell is the mask's fault."""
+    with pytest.raises(DragonInputError, match=r"'scale': 0.05 shrinks the object \(28x32 pixels\).*Use a larger "
+                                               r"scale \(at least 0.29"):
+        build_plan(_spec(box=(96, 16, 124, 48), scale=0.05), (8, 16), torch.device("cpu"))
+    with pytest.raises(DragonInputError, match=r"'object_mask': the object is too small.*Paint a larger object"):
+        build_plan(_spec(box=(96, 16, 97, 17)), (8, 16), torch.device("cpu"))
 
 
 def test_drag_without_a_mask_builds_a_region_around_the_drag():
