@@ -8,9 +8,8 @@ shows the message verbatim in its error dialog.
 class DragonInputError(ValueError):
     """A user input that the method cannot work with."""
 
-    def __init__(self, node: str, input_name: str, problem: str, fix: str = ""):
-        self.node, self.input_name = node, input_name
-        msg = f"{node}: input '{input_name}': {problem}"
-        if fix:
-            msg += f" {fix}"
-        super().__init__(msg)
+    def __init__(self, node: str, input_name: str, problem: str, fix: str):
+        if not (node and input_name and problem and fix):
+            raise TypeError("a DragonInputError names the node, the input, the problem and the fix")
+        self.node, self.input_name, self.problem, self.fix = node, input_name, problem, fix
+        super().__init__(f"{node}: input '{input_name}': {problem} {fix}")

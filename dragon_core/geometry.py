@@ -15,6 +15,7 @@ from .errors import DragonInputError
 from .spec import GuidanceSpec, PointPair
 
 NODE = "Dragon Sampler"
+SETUP = "Dragon Guidance Setup"
 
 
 def resize_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -76,18 +77,17 @@ def object_warp(spec: GuidanceSpec, gh: int, gw: int, mask: torch.Tensor | None 
     src = row * gw + col
     target = inside & obj.flatten()[src.flatten()].view(gh, gw)
     if not bool(target.any()):
-        setup = "Dragon Guidance Setup"
         if not bool(obj.any()):
-            raise DragonInputError(setup, "reference_mask" if mask is not spec.object_mask else "object_mask",
+            raise DragonInputError(SETUP, "reference_mask" if mask is not spec.object_mask else "object_mask",
                                    f"the object is too small: it covers no cell of the feature grid ({cell:g} image "
                                    "pixels a cell; a cell counts when more than half of it is masked).",
                                    "Paint a larger object.")
         bw, bh = float(xs.max()) - float(xs.min()) + 1, float(ys.max()) - float(ys.min()) + 1
         if r * min(bw, bh) < 2 * cell:
-            raise DragonInputError(setup, "scale", f"{r:g} shrinks the object ({bw:g}x{bh:g} pixels) below the "
+            raise DragonInputError(SETUP, "scale", f"{r:g} shrinks the object ({bw:g}x{bh:g} pixels) below the "
                                    f"feature grid's cells ({cell:g} image pixels): nothing of it would be left.",
                                    f"Use a larger scale (at least {2 * cell / min(bw, bh):.2f} for this object).")
-        raise DragonInputError(setup, "offset_x/offset_y", f"({dx:g}, {dy:g}) moves the object entirely out of the "
+        raise DragonInputError(SETUP, "offset_x/offset_y", f"({dx:g}, {dy:g}) moves the object entirely out of the "
                                f"{spec.width}x{spec.height} image.", "Use a smaller offset.")
     return Warp(target=target, source_index=src[target])
 

@@ -18,22 +18,50 @@ def parse_point_list(node: str, input_name: str, text: str) -> list[tuple[float,
     return [point_xy(node, input_name, p, f"point {i}") for i, p in enumerate(data)]
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
 def pose_points(node: str, input_name: str, pose, part: str, width: int, height: int
                 ) -> list[tuple[float, float] | None]:
     """The first person of an OpenPose-style POSE_KEYPOINT (as DWPose/OpenPose preprocessors output) in image
-    pixels; undetected keypoints (confidence 0) are None so that both lists stay aligned by index."""
+    pixels; undetected keypoints (confidence 0) are None so that both lists stay aligned by index.
+
+    The structure is checked: a frame (or a list of frames) with a `people` list whose first entry holds, per
+    part, a flat list of x, y, confidence numbers (a multiple of three)."""
+    fix = "Connect a POSE_KEYPOINT output of an OpenPose/DWPose preprocessor node."
+    if part not in POSE_PARTS:
+        raise DragonInputError(node, "part", f"unknown part {part!r}.", f"Choose one of {', '.join(POSE_PARTS)}.")
     frame = pose[0] if isinstance(pose, list) and pose else pose
-    people = frame.get("people") if isinstance(frame, dict) else None
+    if not isinstance(frame, dict):
+        raise DragonInputError(node, input_name, f"is not a POSE_KEYPOINT (got {type(frame).__name__}).", fix)
+    people = frame.get("people")
+    if people is not None and not isinstance(people, list):
+        raise DragonInputError(node, input_name, "has a 'people' entry that is not a list.", fix)
     if not people:
         raise DragonInputError(node, input_name, "holds no person.", "Use an image where the detector finds one.")
-    cw = float(frame.get("canvas_width") or width)
-    ch = float(frame.get("canvas_height") or height)
+    person = people[0]
+    if not isinstance(person, dict):
+        raise DragonInputError(node, input_name, "has a person that is not a keypoint record.", fix)
+    size = []
+    for key, fallback in (("canvas_width", width), ("canvas_height", height)):
+        v = frame.get(key) or fallback
+        if not _number(v) or v <= 0:
+            raise DragonInputError(node, input_name, f"has {key} {v!r}, not a positive number.", fix)
+        size.append(float(v))
+    cw, ch = size
     flat: list[float] = []
     for key in POSE_PARTS[part]:
-        flat.extend(people[0].get(key) or [])
+        values = person.get(key) or []
+        if not isinstance(values, list) or not all(_number(v) for v in values):
+            raise DragonInputError(node, input_name, f"{key} is not a flat list of numbers.", fix)
+        if len(values) % 3:
+            raise DragonInputError(node, input_name, f"{key} has {len(values)} numbers, not x, y, confidence "
+                                   "triples (a multiple of 3): its last keypoint is incomplete.", fix)
+        flat.extend(float(v) for v in values)
     if not flat:
         raise DragonInputError(node, input_name, f"has no {part} keypoints.", "Pick another part.")
-    coords = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat) - 2, 3)]
+    coords = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
     normalised = all(0 <= x <= 1 and 0 <= y <= 1 for x, y, _ in coords)
     sx, sy = (width, height) if normalised else (width / cw, height / ch)
     return [(x * sx, y * sy) if c > 0 else None for x, y, c in coords]
@@ -58,5 +86,6 @@ def pair_landmarks(node: str, source: list, target: list, width: int, height: in
     if not pairs:
         raise DragonInputError(node, names[0], "gives no point pairs.", "Give at least one source and target point.")
     if len(pairs) > MAX_POINTS:
-        raise DragonInputError(node, names[0], f"has {len(pairs)} pairs (limit {MAX_POINTS}).")
+        raise DragonInputError(node, names[0], f"has {len(pairs)} pairs (limit {MAX_POINTS}).",
+                               "Give fewer points (e.g. one part instead of all).")
     return tuple(pairs)

@@ -109,7 +109,8 @@ def _mode_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.dev
         return _appearance_plan(spec, h, w, gh, gw, device)
     if spec.mode == "landmark":
         return _landmark_plan(spec, h, w, gh, gw, device)
-    raise DragonInputError("Dragon Sampler", "guidance", f"unknown mode {spec.mode!r}.")
+    raise DragonInputError("Dragon Sampler", "guidance", f"unknown mode {spec.mode!r}.",
+                           "Connect a Dragon Guidance Setup of this version of the pack and queue again.")
 
 
 def _move_plan(spec, h, w, gh, gw, device) -> EditPlan:

@@ -17,7 +17,8 @@ def patch_model(model, mode: str, start: float, end: float, source: str = "inver
     unet = unet_of(model, NODE)
     keys = decoder_attn1_keys(unet)
     if not keys:
-        raise DragonInputError(NODE, "model", "this UNet has no decoder self-attention layers to patch.")
+        raise DragonInputError(NODE, "model", "this UNet has no decoder self-attention layers to patch.",
+                               "Use an SD1.x, SD2.x or SDXL checkpoint.")
     patch = CrossBranchAttention(optimized_attention, mode=mode, start=start, end=end, source=source)
     m = model.clone()
     for block, idx, j in keys:
@@ -59,10 +60,11 @@ class CrossBranchAttentionPatch(io.ComfyNode):
     @classmethod
     def execute(cls, model, mode, start, end, source="inversion") -> io.NodeOutput:
         if mode not in ("auto", "replace", "concat"):  # ComfyUI does not check V3 combo values
-            raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose auto, replace or concat.")
+            raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}.", "Choose auto, replace or concat.")
         if not 0.0 <= start < end <= 1.0:
-            raise DragonInputError(NODE, "start/end", f"need 0 <= start < end <= 1, got start={start}, end={end}.")
+            raise DragonInputError(NODE, "start/end", f"need 0 <= start < end <= 1, got start={start}, end={end}.",
+                                   "Make end larger than start (official: 0.1 and 1).")
         if source not in KV_SOURCES:
-            raise DragonInputError(NODE, "source", f"unknown source {source!r}; choose inversion or guidance.")
+            raise DragonInputError(NODE, "source", f"unknown source {source!r}.", "Choose inversion or guidance.")
         m, _ = patch_model(model, mode, start, end, source)
         return io.NodeOutput(m)

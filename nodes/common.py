@@ -60,13 +60,15 @@ def single_mask(node: str, input_name: str, mask) -> torch.Tensor | None:
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
-        raise DragonInputError(node, input_name, "must be a MASK.")
+        raise DragonInputError(node, input_name, "must be a MASK.", "Connect a MASK output (e.g. Load Image's mask).")
     if mask.ndim == 3:
         if mask.shape[0] != 1:
-            raise DragonInputError(node, input_name, f"has a batch of {mask.shape[0]} masks; give one.")
+            raise DragonInputError(node, input_name, f"has a batch of {mask.shape[0]} masks; give one.",
+                                   "Pick one mask of the batch first.")
         mask = mask[0]
     if not torch.isfinite(mask).all():
-        raise DragonInputError(node, input_name, "contains NaN or infinite values.")
+        raise DragonInputError(node, input_name, "contains NaN or infinite values.",
+                               "Check the nodes that made the mask; a mask holds values between 0 and 1.")
     return mask.detach().float().clamp(0, 1).cpu()
 
 

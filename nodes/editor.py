@@ -140,7 +140,8 @@ def scale_points(pairs: tuple[PointPair, ...], src: tuple[int, int], dst: tuple[
 def input_file(input_name: str, name: str) -> str | None:
     """The path of a file named relative to ComfyUI's input folder, refusing anything outside it."""
     if not isinstance(name, str):
-        raise DragonInputError(NODE, input_name, f"must be a file name, got {type(name).__name__}.")
+        raise DragonInputError(NODE, input_name, f"must be a file name, got {type(name).__name__}.",
+                               "Leave it to the canvas editor, or send an empty string.")
     name = name.strip()
     if not name:
         return None
@@ -297,9 +298,10 @@ class MaskPointEditor(io.ComfyNode):
     def execute(cls, image, points, mask=None, reference=None, points_size="", editor_mask="",
                 editor_reference="") -> io.NodeOutput:
         if not isinstance(image, torch.Tensor) or image.ndim != 4:
-            raise DragonInputError(NODE, "image", "must be an IMAGE.")
+            raise DragonInputError(NODE, "image", "must be an IMAGE.", "Connect Load Image (or any IMAGE output).")
         if image.shape[0] != 1:
-            raise DragonInputError(NODE, "image", f"has a batch of {image.shape[0]}; give one image.")
+            raise DragonInputError(NODE, "image", f"has a batch of {image.shape[0]}; the editor takes one image.",
+                                   "Pick one image of the batch first (e.g. Image From Batch).")
         _, h, w, _ = image.shape
         notes = []
         placed = parse_size(points_size) or (w, h)

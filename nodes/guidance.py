@@ -20,9 +20,11 @@ def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> f
     if value == AUTO:
         return default
     if value != value or abs(value) == float("inf"):  # NaN passes ComfyUI's min/max check
-        raise DragonInputError(NODE, name, f"must be a finite number (or -1 for the mode's default), got {value}.")
+        raise DragonInputError(NODE, name, f"must be a finite number (or -1 for the mode's default), got {value}.",
+                               "Set a number, or -1.")
     if value < 0 or (value == 0 and not allow_zero):
-        raise DragonInputError(NODE, name, f"must be >= 0 (or -1 for the mode's default), got {value}.")
+        raise DragonInputError(NODE, name, f"must be >= 0 (or -1 for the mode's default), got {value}.",
+                               "Set 0 or more, or -1.")
     return float(value)
 
 
@@ -32,9 +34,9 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                reference_inversion=None, keep_background=-1, vacated_noise=AUTO, anchor_end=0.0,
                vacated_trend=-1, monotone_energy=False, ring_inpaint=False, centred_features=False) -> GuidanceSpec:
     if mode not in MODES:
-        raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+        raise DragonInputError(NODE, "mode", f"unknown mode {mode!r}.", f"Choose one of {', '.join(MODES)}.")
     if schedule not in SCHEDULES:
-        raise DragonInputError(NODE, "schedule", f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+        raise DragonInputError(NODE, "schedule", f"unknown schedule {schedule!r}.", f"Choose one of {', '.join(SCHEDULES)}.")
     d = MODE_DEFAULTS[mode]
     mask = single_mask(NODE, "object_mask", object_mask)
     ref = single_mask(NODE, "reference_region", reference_region)
@@ -45,7 +47,8 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                      mode)
         ref_mask = reference_inversion = None
     elif reference_inversion is not None and not isinstance(reference_inversion, Inversion):
-        raise DragonInputError(NODE, "reference_inversion", "must come from DDIM Invert (run on the reference image).")
+        raise DragonInputError(NODE, "reference_inversion", "must come from DDIM Invert.",
+                               "Connect the inversion output of a DDIM Invert run on the reference image.")
     if mode == "paste" and mask is not None:
         log.info("Dragon Guidance Setup: paste ignores object_mask; reference_mask marks the object to paste.")
         mask = None
@@ -64,7 +67,8 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         sizes["reference_mask"] = (ref_mask.shape[1], ref_mask.shape[0])
     if points is not None:
         if not isinstance(points, DragPoints):
-            raise DragonInputError(NODE, "points", "must come from the Mask/Point Editor.")
+            raise DragonInputError(NODE, "points", "must come from the Mask/Point Editor.",
+                                   "Connect the points output of the Mask/Point Editor or Dragon Landmarks.")
         sizes["points"] = (points.width, points.height)
     if not sizes:
         need = {"drag": "points", "landmark": "points", "paste": "reference_mask"}.get(mode, "object_mask")
@@ -78,20 +82,23 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     width, height = next(iter(sizes.values()))
     if not 0.0 <= guidance_start < guidance_end <= 1.0:
         raise DragonInputError(NODE, "guidance_start/guidance_end",
-                               f"need 0 <= start < end <= 1, got {guidance_start} and {guidance_end}.")
+                               f"need 0 <= start < end <= 1, got {guidance_start} and {guidance_end}.",
+                               "Make guidance_end larger than guidance_start (official: 0 and 0.6).")
     if not (scale > 0 and scale == scale):
-        raise DragonInputError(NODE, "scale", f"must be > 0, got {scale}.")
+        raise DragonInputError(NODE, "scale", f"must be > 0, got {scale}.", "Use 1 to keep the object's size.")
     if not (keep_background == -1 or keep_background >= 0):
         raise DragonInputError(NODE, "keep_background",
-                               f"must be -1 (off) or a margin >= 0 in pixels, got {keep_background}.")
+                               f"must be -1 (off) or a margin >= 0 in pixels, got {keep_background}.", "Set -1 or 0 or more.")
     if not (vacated_noise == AUTO or 0.0 <= vacated_noise <= 1.0):
         raise DragonInputError(NODE, "vacated_noise",
-                               f"must be -1 (the mode's default) or between 0 and 1, got {vacated_noise}.")
+                               f"must be -1 (the mode's default) or between 0 and 1, got {vacated_noise}.",
+                               "Set -1, or a share between 0 and 1.")
     if not (0.0 <= anchor_end <= 1.0):
-        raise DragonInputError(NODE, "anchor_end", f"must be between 0 (off) and 1, got {anchor_end}.")
+        raise DragonInputError(NODE, "anchor_end", f"must be between 0 (off) and 1, got {anchor_end}.",
+                               "Set 0 (off) or a fraction of the steps.")
     if not (vacated_trend == -1 or vacated_trend >= 1):
         raise DragonInputError(NODE, "vacated_trend",
-                               f"must be -1 (off) or a ring width >= 1 in pixels, got {vacated_trend}.")
+                               f"must be -1 (off) or a ring width >= 1 in pixels, got {vacated_trend}.", "Set -1 or 1 or more.")
     not_landmark = tuple(m for m in MODES if m != "landmark")
     for name, value, off, modes in (("vacated_noise", vacated_noise, AUTO, ("move", "resize", "remove")),
                                     ("anchor_end", anchor_end, 0.0, ("move", "resize", "paste")),
@@ -107,18 +114,21 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     offset = (float(offset_x), float(offset_y))
     if mode in ("move", "resize"):
         if mask is None:
-            raise DragonInputError(NODE, "object_mask", f"{mode} needs the mask of the object.")
+            raise DragonInputError(NODE, "object_mask", f"{mode} needs the mask of the object.",
+                                   "Connect the Mask/Point Editor's mask (or any MASK of the object).")
         covered = float((mask > 0.5).float().mean())
         if covered == 0:
-            raise DragonInputError(NODE, "object_mask", "is empty.", "Paint the object to move.")
+            raise DragonInputError(NODE, "object_mask", "is empty (no pixel above 0.5).", "Paint the object to move.")
         if covered == 1:
             raise DragonInputError(NODE, "object_mask", "covers the whole image; there is nothing around the object to keep.",
                                    "Paint only the object.")
         if pairs:
             if len(pairs) != 1:
-                raise DragonInputError(NODE, "points", f"{mode} takes one handle->target pair as the offset, got {len(pairs)}.")
+                raise DragonInputError(NODE, "points", f"{mode} takes one handle->target pair as the offset, got {len(pairs)}.",
+                                       "Keep one pair, or use drag mode for several.")
             if offset != (0.0, 0.0):
-                raise DragonInputError(NODE, "points", "give the move either as a point pair or as offset_x/offset_y, not both.")
+                raise DragonInputError(NODE, "points", "gives the move as a point pair, and offset_x/offset_y give it too.",
+                                       "Set offset_x and offset_y to 0, or remove the points.")
             offset = (pairs[0].target[0] - pairs[0].handle[0], pairs[0].target[1] - pairs[0].handle[1])
         if mode == "move" and scale != 1.0:
             log.info("Dragon Guidance Setup: move with scale %.3g resizes the object as well.", scale)
@@ -130,9 +140,11 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         _check_reference(mode, ref_mask, reference_inversion)
         if pairs:
             if len(pairs) != 1:
-                raise DragonInputError(NODE, "points", f"paste takes one handle->target pair as the offset, got {len(pairs)}.")
+                raise DragonInputError(NODE, "points", f"paste takes one handle->target pair as the offset, got {len(pairs)}.",
+                                       "Keep one pair.")
             if offset != (0.0, 0.0):
-                raise DragonInputError(NODE, "points", "give the offset either as a point pair or as offset_x/offset_y, not both.")
+                raise DragonInputError(NODE, "points", "gives the offset as a point pair, and offset_x/offset_y give it too.",
+                                       "Set offset_x and offset_y to 0, or remove the points.")
             offset = (pairs[0].target[0] - pairs[0].handle[0], pairs[0].target[1] - pairs[0].handle[1])
         pairs = ()
     elif mode == "landmark":
@@ -171,7 +183,7 @@ def _check_object(mask, input_name: str, what: str) -> None:
         raise DragonInputError(NODE, input_name, f"needs the mask of {what}.", "Connect a MASK.")
     covered = float((mask > 0.5).float().mean())
     if covered == 0:
-        raise DragonInputError(NODE, input_name, "is empty.", f"Paint {what}.")
+        raise DragonInputError(NODE, input_name, "is empty (no pixel above 0.5).", f"Paint {what}.")
     if covered == 1:
         raise DragonInputError(NODE, input_name, "covers the whole image; there is nothing around the object to keep "
                                "or fill from.", "Paint only the object.")
@@ -182,7 +194,8 @@ def _check_reference(mode: str, ref_mask, reference_inversion) -> None:
         raise DragonInputError(NODE, "reference_mask", f"{mode} needs the mask of the object in the reference image.",
                                "Connect a MASK painted on the reference image.")
     if float((ref_mask > 0.5).float().max()) == 0:
-        raise DragonInputError(NODE, "reference_mask", "is empty.", "Paint the object in the reference image.")
+        raise DragonInputError(NODE, "reference_mask", "is empty (no pixel above 0.5).",
+                               "Paint the object in the reference image.")
     if reference_inversion is None:
         raise DragonInputError(NODE, "reference_inversion", f"{mode} needs the reference image's inversion.",
                                "Encode the reference image, run DDIM Invert on it and connect its inversion.")

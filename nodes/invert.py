@@ -78,7 +78,7 @@ class DDIMInvert(io.ComfyNode):
     def execute(cls, model, positive, latent, steps) -> io.NodeOutput:
         unet = unet_of(model, NODE)
         if not isinstance(steps, int) or steps < 1:
-            raise DragonInputError(NODE, "steps", f"must be a whole number >= 1, got {steps!r}.")
+            raise DragonInputError(NODE, "steps", f"must be a whole number >= 1, got {steps!r}.", "Use 50 (official).")
         check_conditioning(NODE, "positive", positive)
         samples = check_latent(NODE, "latent", latent, unet)
         inv, noise = run_inversion(model, positive, samples, steps)

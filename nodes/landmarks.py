@@ -50,7 +50,7 @@ class DragonLandmarks(io.ComfyNode):
     def execute(cls, image, source_points, target_points, part, source_keypoints=None,
                 target_keypoints=None) -> io.NodeOutput:
         if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1:
-            raise DragonInputError(NODE, "image", "must be one IMAGE.")
+            raise DragonInputError(NODE, "image", "must be one IMAGE.", "Connect Load Image (one image, not a batch).")
         _, h, w, _ = image.shape
         if source_keypoints is not None:
             src = pose_points(NODE, "source_keypoints", source_keypoints, part, w, h)

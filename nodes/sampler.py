@@ -68,9 +68,11 @@ def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable
 def validate(model, inversion, guidance, steps) -> None:
     unet_of(model, NODE)
     if not isinstance(inversion, Inversion):
-        raise DragonInputError(NODE, "inversion", "must come from DDIM Invert.")
+        raise DragonInputError(NODE, "inversion", "must come from DDIM Invert.",
+                               "Connect the inversion output of DDIM Invert run on the image you edit.")
     if not isinstance(guidance, GuidanceSpec):
-        raise DragonInputError(NODE, "guidance", "must come from Dragon Guidance Setup.")
+        raise DragonInputError(NODE, "guidance", "must come from Dragon Guidance Setup.",
+                               "Connect the guidance output of Dragon Guidance Setup.")
     if inversion.model_key != model_key(model):
         raise DragonInputError(NODE, "inversion", "was made with another model.",
                                "Feed DDIM Invert and the Dragon Sampler the same checkpoint (LoRA/patches on top are fine).")

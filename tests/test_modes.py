@@ -289,6 +289,26 @@ def test_pose_keypoints_scale_to_the_image_and_skip_undetected_points():
         pose_points("Dragon Landmarks", "target_keypoints", [{"people": []}], "face", 100, 50)
 
 
+@pytest.mark.parametrize("pose,match", [
+    ("a pose", "is not a POSE_KEYPOINT (got str)"),
+    ([[1, 2, 3]], "is not a POSE_KEYPOINT (got list)"),
+    ({"people": "alice"}, "'people' entry that is not a list"),
+    ({"people": [[10, 20, 1]]}, "a person that is not a keypoint record"),
+    ({"people": [{"face_keypoints_2d": "10 20 1"}]}, "face_keypoints_2d is not a flat list of numbers"),
+    ({"people": [{"face_keypoints_2d": [10, None, 1]}]}, "not a flat list of numbers"),
+    ({"people": [{"face_keypoints_2d": [10, 20, 1, 30, 40]}]}, "has 5 numbers, not x, y, confidence triples"),
+    ({"canvas_width": -5, "people": [{"face_keypoints_2d": [10, 20, 1]}]}, "has canvas_width -5"),
+    ({"canvas_width": "wide", "people": [{"face_keypoints_2d": [10, 20, 1]}]}, "has canvas_width 'wide'"),
+])
+def test_malformed_pose_keypoints_are_a_clear_error(pose, match):
+    """POSE_KEYPOINT comes from other packs' nodes: any structure must give a refusal that names the input (it
+    raised raw Python errors), and an incomplete last keypoint is refused, not dropped silently."""
+    with pytest.raises(DragonInputError) as e:
+        pose_points("Dragon Landmarks", "source_keypoints", pose, "face", 100, 50)
+    assert str(e.value).startswith("Dragon Landmarks: input 'source_keypoints': ") and match in str(e.value)
+    assert "POSE_KEYPOINT output of an OpenPose/DWPose" in str(e.value)
+
+
 def test_kv_selector_falls_back_to_own_tokens_for_an_unknown_layout():
     sel = kv_selector([(0, torch.zeros(8, 16, dtype=torch.bool), True)], LAT)
     k = torch.randn(2, 7, 3)  # 7 tokens: no grid of the latent
@@ -306,7 +326,8 @@ def test_kv_selector_falls_back_to_own_tokens_for_an_unknown_layout():
     ("appearance", dict(object_mask="obj", inv=True, reference_mask=torch.zeros(1, H, W)), "'reference_mask': is empty"),
     ("appearance", dict(object_mask="obj", inv=True, reference_mask=torch.ones(1, 32, 32)),
      "'reference_mask': sizes disagree"),
-    ("paste", dict(ref=True, inv=True, offset_x=4, pair=True), "'points': give the offset either"),
+    ("paste", dict(ref=True, inv=True, offset_x=4, pair=True),
+     "'points': gives the offset as a point pair, and offset_x/offset_y give it too"),
     ("landmark", dict(object_mask="obj"), "'points': landmark needs"),
 ])
 def test_guidance_setup_refuses_bad_mode_inputs(comfy, mode, kwargs, match):
