@@ -118,3 +118,19 @@ def test_unguided_dragon_sampling_is_the_official_ddim_loop(comfy, scene):
         want = official_sampling(model, z_t, cond[0][0], uncond[0][0], 4.0, STEPS)
         got = model.model.process_latent_in(out)
     assert _rel(got, want) <= 1e-4, _rel(got, want)
+
+
+@pytest.mark.parametrize("steps", [7, 30])
+def test_any_step_count_works_with_the_same_number_in_both_nodes(comfy, steps):
+    """ComfyUI's ddim_uniform gave n + 1 steps for n not dividing 1000 (30 -> 31), and the sampler then refused
+    the user's own number after the inversion had run. The official timesteps give exactly n for every n."""
+    model, cond, lat, inv = comfy.inverted_scene(model_seed=0, cond_seed=1, scene_seed=3, width=64, height=64,
+                                                 steps=steps)
+    assert inv.steps == steps and len(inv.latents) == steps + 1
+    mask = torch.zeros(64, 64)
+    mask[16:40, 16:40] = 1
+    spec = comfy.module("nodes.guidance").build_spec("move", object_mask=mask, offset_x=8, schedule="dragondiffusion",
+                                                     energy_scale=0.0)
+    with torch.inference_mode():
+        out = comfy.module("nodes.sampler").run_dragon(model, cond, cond, inv, spec, steps, 4.0, 1)[0]
+    assert out.shape == lat.shape and bool(torch.isfinite(out).all())

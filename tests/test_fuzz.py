@@ -85,6 +85,59 @@ def test_parse_points_gives_pairs_inside_the_image_or_a_clean_error(core):
     run()
 
 
+# ---------------------------------------------------------------------------------------------
+# POSE_KEYPOINT and CONDITIONING: structures that come from other packs' nodes
+
+kp_list = st.one_of(st.lists(st.one_of(finite, st.integers(-10, 600)), max_size=14), json_value)
+person = st.one_of(st.fixed_dictionaries({}, optional={k: kp_list for k in ("face_keypoints_2d", "pose_keypoints_2d",
+                                                                            "hand_left_keypoints_2d")}), json_value)
+frame = st.fixed_dictionaries({}, optional={"people": st.one_of(st.lists(person, max_size=2), json_value),
+                                            "canvas_width": st.one_of(number, json_scalar),
+                                            "canvas_height": st.one_of(number, json_scalar)})
+pose_doc = st.one_of(frame, st.lists(frame, max_size=2), json_value)
+
+
+def test_pose_keypoints_give_points_or_a_clean_error(comfy):
+    lm, Err = comfy.module("dragon_core.landmarks"), comfy.module("dragon_core.errors").DragonInputError
+
+    @FUZZ
+    @given(pose=pose_doc, part=st.sampled_from(["face", "body", "hands", "all"]), w=st.integers(1, 2048),
+           h=st.integers(1, 2048))
+    def run(pose, part, w, h):
+        try:
+            pts = lm.pose_points("Dragon Landmarks", "source_keypoints", pose, part, w, h)
+        except Err as e:
+            _check_clean(e, "Dragon Landmarks", "source_keypoints")
+            return
+        assert pts and all(p is None or (isinstance(p[0], float) and isinstance(p[1], float)) for p in pts)
+
+    run()
+
+
+tensors = st.builds(lambda shape, fill: torch.full(shape, fill),
+                    st.lists(st.integers(1, 4), min_size=0, max_size=4).map(tuple),
+                    st.sampled_from([0.0, 1.0, float("nan"), float("inf")]))
+cond_entry = st.one_of(st.tuples(tensors, st.dictionaries(st.text(max_size=4), json_scalar, max_size=2)).map(list),
+                       st.lists(st.one_of(tensors, json_scalar), max_size=3), tensors, json_value)
+cond_doc = st.one_of(st.lists(cond_entry, max_size=3), json_value, tensors)
+
+
+def test_conditioning_is_taken_or_refused_cleanly(comfy):
+    common, Err = comfy.module("nodes.common"), comfy.module("dragon_core.errors").DragonInputError
+
+    @SMALL
+    @given(cond=cond_doc)
+    def run(cond):
+        try:
+            common.check_conditioning("Dragon Sampler", "positive", cond)
+        except Err as e:
+            _check_clean(e, "Dragon Sampler", "positive")
+            return
+        assert all(isinstance(c[0], torch.Tensor) and c[0].ndim == 3 and bool(torch.isfinite(c[0]).all()) for c in cond)
+
+    run()
+
+
 def test_parse_points_accepts_every_valid_document(core):
     """The flip side: well-formed points inside the image are never refused, in either form."""
     parse = core["points"].parse_points
