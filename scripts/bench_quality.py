@@ -92,7 +92,7 @@ def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps:
     g = Graph(info)
     loader = g.node("DragonToy_ModelLoader")
     model, vae, cond = [loader, 0], [loader, 1], [loader, 2]
-    sc = g.node("DragonToy_Scene", mode=mode, seed=seed)
+    sc = g.node("DragonToy_Scene", mode=mode, scene=seed)
     enc = g.node("VAEEncode", pixels=[sc, 0], vae=vae)
     inv = g.node("DragonDiffusion_DDIMInvert", model=model, positive=cond, latent=[enc, 0], steps=steps)
     ref_inv = None

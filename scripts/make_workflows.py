@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Write the example workflows (UI format for the templates browser, API format for /prompt).
 
-One graph description per edit produces both files, so they cannot drift apart. Run from the repo
-root: python3 scripts/make_workflows.py  (tests/test_workflows.py checks the files are current).
+One graph description per edit produces both files, so they cannot drift apart:
+- workflows/<title>.json: UI format, with a <title>.jpg thumbnail. ComfyUI's templates browser lists exactly the
+  .json files directly in workflows/ and shows the file name as the title and the .jpg as the picture.
+- workflows/api/<name>.api.json: API format for POST /prompt (a subfolder: the browser would list them too, and
+  they do not open there).
+- toy/workflows/toy_drag(.api).json: the toy model's demo, whose nodes exist only where the demo loads them.
+Run from the repo root: python3 scripts/make_workflows.py (tests/test_workflows.py checks the files are current).
 """
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "workflows"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "workflows"
 
 # (class_type, title, widgets in schema order (name, value), links {input: (node, output index)})
 # Output names/types per class, for the UI format.
@@ -93,17 +99,28 @@ def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15
 
 FACE_SRC = [[180, 300], [200, 360], [240, 410], [300, 430], [360, 410], [400, 360], [420, 300]]
 FACE_DST = [[170, 300], [185, 370], [230, 425], [300, 445], [370, 425], [415, 370], [430, 300]]
-EXAMPLES = {
-    "dragon_move": ("move", [], {"offset_x": 96, "offset_y": 0}, "a photo"),
+EXAMPLES = {  # move and paste take their offset from the editor's point pair: the editor opens in Points mode
+    "dragon_move": ("move", [{"x": 200, "y": 260}, {"x": 296, "y": 260}], {}, "a photo"),
     "dragon_resize": ("resize", [], {"scale": 1.3}, "a photo"),
     "dragon_drag": ("drag", [{"x": 200, "y": 260}, {"x": 260, "y": 240}], {}, "a photo"),
     "dragon_remove": ("remove", [], {}, "a photo"),
-    "dragon_paste": ("paste", [], {"offset_x": 120, "offset_y": 40, "scale": 0.8}, "a photo"),
+    "dragon_paste": ("paste", [{"x": 200, "y": 200}, {"x": 320, "y": 240}], {"scale": 0.8}, "a photo"),
     "dragon_appearance": ("appearance", [], {}, "a photo"),
     "dragon_landmark": ("landmark", [], {}, "a photo of a human face"),
 }
 # SDXL: the same graphs with an SDXL checkpoint (the nodes find SDXL's layers and conditioning themselves)
 SDXL_EXAMPLES = ("dragon_move", "dragon_drag", "dragon_remove", "dragon_paste", "dragon_appearance", "dragon_landmark")
+# the templates browser's titles (the UI files' names)
+TITLES = {"dragon_move": "move an object", "dragon_resize": "resize an object", "dragon_drag": "drag points",
+          "dragon_remove": "remove an object", "dragon_paste": "paste an object from another photo",
+          "dragon_appearance": "restyle an object like a reference", "dragon_landmark": "move face landmarks"}
+# the toy benchmark strip whose first scene illustrates each mode (source -> the pack's result)
+THUMB_STRIP = {"move": "move", "resize": "resize", "drag": "drag", "remove": "remove", "paste": "paste",
+               "appearance": "appearance", "landmark": "drag"}
+
+
+def title(name: str, family: str) -> str:
+    return f"DragonDiffusion - {TITLES[name]} ({'SD1.5' if family == 'sd15' else 'SDXL'})"
 
 
 def api_format(nodes: list) -> dict:
@@ -158,7 +175,7 @@ def toy_graph() -> list:
     setup_w = [("mode", "move")] + [(k, GUIDANCE["move"].get(k, v)) for k, v in SETUP_DEFAULTS]
     return [
         (1, "DragonToy_ModelLoader", [], {}),
-        (2, "DragonToy_Scene", [("mode", "move"), ("seed", TOY_SCENE)], {}),
+        (2, "DragonToy_Scene", [("mode", "move"), ("scene", TOY_SCENE)], {}),
         (3, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(TOY_DRAG_POINTS))], {"image": (2, 0), "mask": (2, 2)}),
         (4, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 1)}),
         (5, "DragonDiffusion_DDIMInvert", [("steps", 50)], {"model": (1, 0), "positive": (1, 2), "latent": (4, 0)}),
@@ -174,21 +191,55 @@ def toy_graph() -> list:
 
 
 def render() -> dict[str, str]:
+    """{path relative to the repository: text} of every workflow file."""
     files = {}
     variants = [(name, "sd15") for name in EXAMPLES] + [(name, "sdxl") for name in SDXL_EXAMPLES]
     for name, family in variants:
         mode, points, setup, prompt = EXAMPLES[name]
         nodes = graph(mode, points, setup, prompt, family, landmarks=(FACE_SRC, FACE_DST))
         fname = name if family == "sd15" else f"{name}_sdxl"
-        files[f"{fname}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
-        files[f"{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
-    files["toy_drag.json"] = json.dumps(ui_format(toy_graph()), indent=1) + "\n"
-    files["toy_drag.api.json"] = json.dumps(api_format(toy_graph()), indent=1) + "\n"
+        files[f"workflows/{title(name, family)}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
+        files[f"workflows/api/{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
+    files["toy/workflows/toy_drag.json"] = json.dumps(ui_format(toy_graph()), indent=1) + "\n"
+    files["toy/workflows/toy_drag.api.json"] = json.dumps(api_format(toy_graph()), indent=1) + "\n"
     return files
 
 
+def thumbnails() -> dict[str, "object"]:
+    """{workflows/<title>.jpg: PIL image}: the first scene of the mode's toy benchmark strip (bench/strip_*.png),
+    before and after the edit, side by side."""
+    from PIL import Image, ImageDraw
+
+    out = {}
+    cell, pad, zoom = 32, 2, 4  # scripts/bench_quality.py strip(): 32 px cells, 2 px apart, zoomed 4x
+    for name, family in [(n, "sd15") for n in EXAMPLES] + [(n, "sdxl") for n in SDXL_EXAMPLES]:
+        strip = Image.open(ROOT / "bench" / f"strip_{THUMB_STRIP[EXAMPLES[name][0]]}.png").convert("RGB")
+        before = strip.crop((0, 0, cell * zoom, cell * zoom))
+        x = 3 * (cell + pad) * zoom
+        after = strip.crop((x, 0, x + cell * zoom, cell * zoom))
+        thumb = Image.new("RGB", (2 * cell * zoom + 48, cell * zoom + 16), "white")
+        thumb.paste(before, (8, 8))
+        thumb.paste(after, (cell * zoom + 40, 8))
+        y = cell * zoom // 2 + 8  # an arrow between them
+        draw = ImageDraw.Draw(thumb)
+        draw.line([(cell * zoom + 12, y), (cell * zoom + 32, y)], fill=(40, 40, 40), width=3)
+        draw.polygon([(cell * zoom + 36, y), (cell * zoom + 28, y - 6), (cell * zoom + 28, y + 6)], fill=(40, 40, 40))
+        out[f"workflows/{title(name, family)}.jpg"] = thumb
+    return out
+
+
 if __name__ == "__main__":
-    OUT.mkdir(exist_ok=True)
-    for fname, text in render().items():
-        (OUT / fname).write_text(text)
-        print("wrote", OUT / fname, file=sys.stderr)
+    written = set()
+    for rel, text in render().items():
+        (ROOT / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ROOT / rel).write_text(text)
+        written.add(ROOT / rel)
+        print("wrote", rel, file=sys.stderr)
+    for rel, img in thumbnails().items():
+        img.save(ROOT / rel, quality=90)
+        written.add(ROOT / rel)
+        print("wrote", rel, file=sys.stderr)
+    for stale in [*OUT.glob("*.json"), *OUT.glob("*.jpg"), *(OUT / "api").glob("*.json")]:
+        if stale not in written:
+            stale.unlink()
+            print("removed", stale.relative_to(ROOT), file=sys.stderr)

@@ -94,17 +94,21 @@ def test_move_energy_is_lowest_when_the_target_shows_the_source():
     torch.manual_seed(0)
     gh, gw = 8, 8
     ref = [torch.randn(16, gh * gw)]
-    target = torch.tensor([10, 11]); source = torch.tensor([1, 2])
-    other = torch.tensor([40, 41, 42]); vac = torch.tensor([1, 2]); iref = other
+    target, source = torch.tensor([10, 11]), torch.tensor([1, 2])
+    other, vac = torch.tensor([40, 41, 42]), torch.tensor([1, 2])
+    iref = other
     kw = dict(target=target, source=source, other=other, vacated=vac, inpaint_ref=iref,
               w_edit=4, w_content=6, w_contrast=0.2, w_inpaint=0.8)
-    good = ref[0].clone(); good[:, target] = ref[0][:, source]
-    bad = ref[0].clone(); bad[:, target] = -ref[0][:, source]
+    good = ref[0].clone()
+    good[:, target] = ref[0][:, source]
+    bad = ref[0].clone()
+    bad[:, target] = -ref[0][:, source]
     e_good, c_good = move_energy([good], ref, **kw)
     e_bad, c_bad = move_energy([bad], ref, **kw)
     assert e_good < e_bad
     assert abs(float(e_good) - 4 / 5) < 1e-5  # w/(1+4*1) at perfect correspondence
-    changed = ref[0].clone(); changed[:, other] = -ref[0][:, other]
+    changed = ref[0].clone()
+    changed[:, other] = -ref[0][:, other]
     assert move_energy([changed], ref, **kw)[1] > move_energy([ref[0]], ref, **kw)[1]
 
 
@@ -112,7 +116,8 @@ def test_drag_energy_pulls_target_toward_handle_content():
     torch.manual_seed(1)
     ref = [torch.randn(8, 64)]
     patches = [(torch.tensor([9, 10, 11]), torch.tensor([33, 34, 35]))]
-    good = ref[0].clone(); good[:, patches[0][1]] = ref[0][:, patches[0][0]]
+    good = ref[0].clone()
+    good[:, patches[0][1]] = ref[0][:, patches[0][0]]
     kw = dict(patches=patches, outside=torch.tensor([60, 61]), w_edit=4, w_content=6, w_inpaint=0.2)
     assert drag_energy([good], ref, **kw)[0] < drag_energy([ref[0]], ref, **kw)[0]
 

@@ -118,7 +118,7 @@ def _scaled(v):
 
 def workflow_on_tiny_model(fname: str, family: str) -> tuple[dict, str]:
     """An example API workflow with the checkpoint, images, text encoders and VAE swapped for test nodes."""
-    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / fname).read_text())
+    wf = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "api" / fname).read_text())
     out: dict = {}
     remap: dict = {}  # (node id, output index) -> new link
     extra = 1000

@@ -16,7 +16,40 @@ FILES = make_workflows.render()
 
 @pytest.mark.parametrize("fname", sorted(FILES))
 def test_workflow_files_are_current(fname):
-    assert (REPO / "workflows" / fname).read_text() == FILES[fname], "run scripts/make_workflows.py"
+    assert (REPO / fname).read_text() == FILES[fname], "run scripts/make_workflows.py"
+
+
+def test_the_templates_folder_holds_only_the_ui_workflows_with_thumbnails():
+    """ComfyUI's templates browser lists every .json directly in workflows/: only UI-format graphs of the pack's
+    own nodes belong there (API files opened as an empty tab with an alert; the toy demo needs nodes a plain
+    install does not load), each with a .jpg thumbnail of the same name; no stale files."""
+    shipped = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
+    assert shipped == sorted(Path(f).name for f in FILES if f.startswith("workflows/") and f.count("/") == 1)
+    assert len(shipped) == 13
+    for name in shipped:
+        wf = json.loads((REPO / "workflows" / name).read_text())
+        assert "version" in wf and "nodes" in wf, name
+        assert not any(n["type"].startswith("DragonToy_") for n in wf["nodes"]), name
+        assert name.startswith("DragonDiffusion - ") and "_" not in name, name
+        thumb = (REPO / "workflows" / name).with_suffix(".jpg")
+        assert thumb.read_bytes()[:2] == b"\xff\xd8", f"{name}: no JPEG thumbnail"
+    assert sorted(p.name for p in (REPO / "workflows" / "api").glob("*.json")) == sorted(
+        Path(f).name for f in FILES if f.startswith("workflows/api/"))
+
+
+def test_the_server_offers_the_templates_and_their_thumbnails(server):
+    """What the frontend's templates browser asks the real server for: the list, then <name>.json and <name>.jpg."""
+    import urllib.parse
+
+    lists = server.get("/workflow_templates")
+    ours = [v for k, v in lists.items() if "dragon" in k.lower()]
+    assert len(ours) == 1 and sorted(ours[0]) == sorted(
+        Path(f).stem for f in FILES if f.startswith("workflows/") and f.count("/") == 1)
+    module = next(k for k in lists if "dragon" in k.lower())
+    for name in ours[0][:2]:
+        wf = server.get(f"/api/workflow_templates/{module}/{urllib.parse.quote(name)}.json")
+        assert wf["nodes"], name
+        assert server.get_bytes(f"/api/workflow_templates/{module}/{urllib.parse.quote(name)}.jpg")[:2] == b"\xff\xd8"
 
 
 @pytest.mark.parametrize("fname", sorted(f for f in FILES if f.endswith(".api.json")))

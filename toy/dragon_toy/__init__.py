@@ -44,7 +44,7 @@ class ToyModelLoader:
 
 
 class ToyScene:
-    """A benchmark scene with its ground truth, drawn from (mode, seed)."""
+    """A benchmark scene with its ground truth, drawn from (mode, scene number)."""
 
     DESCRIPTION = "Draws a seeded 32x32 synthetic scene, the exact expected result of an edit, and its inputs."
 
@@ -52,7 +52,8 @@ class ToyScene:
     def INPUT_TYPES(cls):
         return {"required": {
             "mode": (list(scenes.MODES), {"tooltip": "Which edit the scene is set up for."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Scene number."}),
+            # not named "seed": the frontend would add a control that changes it after every run
+            "scene": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Scene number."}),
         }}
 
     RETURN_TYPES = ("IMAGE", "IMAGE", "MASK", "IMAGE", "MASK", "STRING", "INT", "INT", "FLOAT")
@@ -67,8 +68,8 @@ class ToyScene:
     FUNCTION = "draw"
     CATEGORY = CATEGORY
 
-    def draw(self, mode: str, seed: int):
-        c = scenes.make_case(mode, seed)
+    def draw(self, mode: str, scene: int):
+        c = scenes.make_case(mode, scene)
         ref = c.reference if c.reference is not None else c.source
         ref_mask = c.reference_mask if c.reference_mask is not None else torch.zeros_like(c.object_mask)
         points = json.dumps([{"x": x, "y": y} for (x, y) in c.points])
