@@ -132,6 +132,67 @@ def api_format(nodes: list) -> dict:
     return out
 
 
+# Node sizes for the layout, generous so that nothing overlaps whatever the frontend computes: input slots that
+# are not widgets (linked or optional), a title bar, a row per slot and per widget; the editor holds its canvas.
+SLOT_INPUTS = {"DragonDiffusion_GuidanceSetup": 6, "DragonDiffusion_MaskPointEditor": 3, "DragonDiffusion_Sampler": 5,
+               "DragonDiffusion_DDIMInvert": 3, "DragonDiffusion_Landmarks": 3}
+WIDTH = {"DragonDiffusion_MaskPointEditor": 460, "DragonDiffusion_GuidanceSetup": 380, "CLIPTextEncode": 380,
+         "LoadImage": 340, "SaveImage": 360}
+EXTRA_HEIGHT = {"DragonDiffusion_MaskPointEditor": 420, "LoadImage": 300, "SaveImage": 280, "CLIPTextEncode": 90,
+                "DragonDiffusion_Landmarks": 120}
+# groups: (title, colour, the nodes' class types)
+GROUPS = [("1. paint: the object and where it goes", "#3f789e",
+           ("LoadImage", "DragonDiffusion_MaskPointEditor", "DragonDiffusion_Landmarks", "DragonToy_Scene")),
+          ("2. invert: the guidance branch", "#8A8", ("VAEEncode", "DragonDiffusion_DDIMInvert")),
+          ("3. edit", "#b06634", ("DragonDiffusion_GuidanceSetup", "DragonDiffusion_CrossBranchAttention",
+                                  "DragonDiffusion_Sampler", "VAEDecode", "SaveImage"))]  # whole columns each
+
+
+def node_size(ctype: str, widgets: list, links: dict) -> list[int]:
+    slots = max(len(OUTPUTS[ctype]), SLOT_INPUTS.get(ctype, len(links)))
+    n_widgets = len([w for w in widgets if w[0] != "upload"]) + (1 if ctype == "LoadImage" else 0)
+    return [WIDTH.get(ctype, 320), 46 + 22 * slots + 28 * n_widgets + EXTRA_HEIGHT.get(ctype, 0)]
+
+
+# Columns left to right along the data flow; each group spans whole columns, so groups never overlap.
+COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoader": 0,
+          "LoadImage": 1, "DragonToy_Scene": 1, "DragonDiffusion_MaskPointEditor": 2, "DragonDiffusion_Landmarks": 2,
+          "VAEEncode": 3, "DragonDiffusion_DDIMInvert": 3,
+          "DragonDiffusion_GuidanceSetup": 4, "DragonDiffusion_CrossBranchAttention": 4,
+          "DragonDiffusion_Sampler": 5, "VAEDecode": 5, "SaveImage": 6}
+
+
+def layout(nodes: list) -> dict[int, tuple[list[int], list[int]]]:
+    """{node id: (pos, size)}: nodes stacked in their column (COLUMN), columns side by side with a gap."""
+    sizes = {nid: node_size(ctype, w, lk) for nid, ctype, w, lk in nodes}
+    cols: dict[int, list[int]] = {}
+    for nid, ctype, _, _ in nodes:
+        cols.setdefault(COLUMN[ctype], []).append(nid)
+    out, x = {}, 40
+    for c in sorted(cols):
+        y = 100
+        for nid in cols[c]:
+            out[nid] = ([x, y], sizes[nid])
+            y += sizes[nid][1] + 60
+        x += max(sizes[nid][0] for nid in cols[c]) + 80
+    return out
+
+
+def groups(nodes: list, placed: dict) -> list[dict]:
+    out = []
+    for title_, color, types in GROUPS:
+        ids = [nid for nid, ctype, _, _ in nodes if ctype in types]
+        if not ids:
+            continue
+        x0 = min(placed[i][0][0] for i in ids) - 20
+        y0 = min(placed[i][0][1] for i in ids) - 60
+        x1 = max(placed[i][0][0] + placed[i][1][0] for i in ids) + 20
+        y1 = max(placed[i][0][1] + placed[i][1][1] for i in ids) + 20
+        out.append({"title": title_, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color, "font_size": 24,
+                    "flags": {}})
+    return out
+
+
 def ui_format(nodes: list) -> dict:
     links, ui_nodes, link_id = [], [], 0
     out_links: dict[tuple[int, int], list[int]] = {}
@@ -142,12 +203,13 @@ def ui_format(nodes: list) -> dict:
             links.append([link_id, src, idx, nid, name, INPUT_TYPES[name]])
             out_links.setdefault((src, idx), []).append(link_id)
             in_links[(nid, name)] = link_id
+    placed = layout(nodes)
     for order, (nid, ctype, widgets, lk) in enumerate(nodes):
         inputs = [{"name": name, "type": INPUT_TYPES[name], "link": in_links[(nid, name)]} for name in lk]
         outputs = [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                    for i, (n, t) in enumerate(OUTPUTS[ctype])]
-        col, row = divmod(order, 4)
-        ui_nodes.append({"id": nid, "type": ctype, "pos": [40 + 380 * col, 40 + 300 * row], "size": [340, 260],
+        pos, size = placed[nid]
+        ui_nodes.append({"id": nid, "type": ctype, "pos": pos, "size": size,
                          "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
                          "properties": {"Node name for S&R": ctype}, "widgets_values": [v for _, v in widgets]})
     # UI links name the target slot by index
@@ -155,7 +217,7 @@ def ui_format(nodes: list) -> dict:
         target = next(n for n in ui_nodes if n["id"] == ln[3])
         ln[4] = [i["name"] for i in target["inputs"]].index(ln[4])
     return {"last_node_id": max(n[0] for n in nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
-            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+            "groups": groups(nodes, placed), "config": {}, "extra": {}, "version": 0.4}
 
 
 # The demo on the project's toy model (toy/, loaded as extra custom nodes by scripts/demo): drag the object of

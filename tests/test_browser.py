@@ -298,3 +298,27 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     assert st["painted"] == 0 and st["points"] == [], st
     assert st["widgets"]["editor_mask"] == "" and json.loads(st["widgets"]["points"]) == [], st["widgets"]
     assert not pg.dragon_errors, pg.dragon_errors
+
+
+def test_shipped_workflows_load_in_the_frontend_with_no_node_over_another(page):
+    """Each template, loaded by the real frontend: every node is at least as large as the frontend needs for its
+    widgets (so none hides another's), no two nodes overlap, and each group holds only the nodes of its step."""
+    pg = page
+    for path in sorted((REPO / "workflows").glob("*.json")):
+        rects = pg.evaluate("""async (wf) => {
+            app.graph.clear();
+            await app.loadGraphData(wf);
+            return app.graph._nodes.map(n => { const need = n.computeSize();
+                return {id: n.id, type: n.type, x: n.pos[0], y: n.pos[1], w: n.size[0], h: n.size[1],
+                        needW: need[0], needH: need[1]}; });
+        }""", json.loads(path.read_text()))
+        assert len(rects) == len(json.loads(path.read_text())["nodes"]), path.name
+        for r in rects:
+            assert r["w"] >= r["needW"] - 1 and r["h"] >= r["needH"] - 1, (path.name, r)
+        for a in rects:
+            for b in rects:
+                if a["id"] < b["id"]:
+                    apart = (a["x"] + a["w"] <= b["x"] or b["x"] + b["w"] <= a["x"] or
+                             a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"])
+                    assert apart, (path.name, a["type"], b["type"])
+    pg.evaluate("() => document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
