@@ -28,9 +28,11 @@ class DragonLandmarks(io.ComfyNode):
                 "keypoint detector's POSE_KEYPOINT output (OpenPose/DWPose format). No mask is needed."),
             inputs=[
                 io.Image.Input("image", tooltip="The image being edited (gives the size; the points are its pixels)."),
-                io.String.Input("source_points", default="[]", multiline=True,
+                io.String.Input("source_points", default="", multiline=True,
+                                placeholder="source_points: where the landmarks are now, [[x, y], ...] in pixels",
                                 tooltip='Where the landmarks are now, image pixels: [[x, y], ...] or [{"x":..,"y":..}, ...].'),
-                io.String.Input("target_points", default="[]", multiline=True,
+                io.String.Input("target_points", default="", multiline=True,
+                                placeholder="target_points: where they should go, same order and count",
                                 tooltip="Where they should go, same order and count as source_points."),
                 io.Combo.Input("part", options=list(POSE_PARTS), default="face",
                                tooltip="Which keypoints of a POSE_KEYPOINT input to use."),

@@ -80,3 +80,11 @@ def test_ui_workflow_links_are_consistent(fname):
     for lid, src, sslot, dst, dslot, typ in wf["links"]:
         assert lid in nodes[src]["outputs"][sslot]["links"]
         assert nodes[dst]["inputs"][dslot]["link"] == lid and nodes[dst]["inputs"][dslot]["type"] == typ
+
+
+def test_landmark_point_boxes_are_labelled(server):
+    """Dragon Landmarks' two JSON boxes showed no label (a multiline box shows its placeholder only when empty)."""
+    req = server.get("/object_info")["DragonDiffusion_Landmarks"]["input"]["required"]
+    for name in ("source_points", "target_points"):
+        opts = req[name][1]
+        assert opts["default"] == "" and opts["placeholder"].startswith(f"{name}: "), opts
