@@ -1,7 +1,7 @@
 """The pack's main job on the project's own toy model, with no download.
 
 Starts the real ComfyUI with the pack and the toy model's nodes, runs the example drag workflow
-(toy/workflows/toy_drag.api.json: one handle->target pair moves the painted object) on a generated scene and
+(toy/dragon_toy/workflows/api/toy_drag.api.json: one handle->target pair moves the painted object) on a generated scene and
 writes before/after images.
 Run it through scripts/demo, which builds the environment first.
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import comfy_server  # noqa: E402
 
-WORKFLOW = ROOT / "toy" / "workflows" / "toy_drag.api.json"
+WORKFLOW = ROOT / "toy" / "dragon_toy" / "workflows" / "api" / "toy_drag.api.json"
 
 
 def side_by_side(paths: list[Path], dst: Path, zoom: int = 8) -> Path:
@@ -40,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "demo_output"), help="where the before/after images go")
     ap.add_argument("--serve", action="store_true",
-                    help="keep ComfyUI running afterwards (open the printed address; load toy/workflows/toy_drag.json)")
+                    help="keep ComfyUI running afterwards (open the printed address; open the template 'Toy demo - move the painted object')")
     args = ap.parse_args()
     comfy_server.ensure_environment()
     prompt = json.loads(WORKFLOW.read_text())
@@ -67,7 +67,7 @@ def main() -> None:
         for p in [*written, strip]:
             print("wrote", p)
         if args.serve:
-            print(f"ComfyUI is running at {srv.url} (Ctrl-C to stop); drop toy/workflows/toy_drag.json on the canvas.")
+            print(f"ComfyUI is running at {srv.url} (Ctrl-C to stop); open the template 'Toy demo - move the painted object'.")
             while srv.proc.poll() is None:
                 time.sleep(1)
     except KeyboardInterrupt:

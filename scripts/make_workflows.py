@@ -6,7 +6,8 @@ One graph description per edit produces both files, so they cannot drift apart:
   .json files directly in workflows/ and shows the file name as the title and the .jpg as the picture.
 - workflows/api/<name>.api.json: API format for POST /prompt (a subfolder: the browser would list them too, and
   they do not open there).
-- toy/workflows/toy_drag(.api).json: the toy model's demo, whose nodes exist only where the demo loads them.
+- toy/dragon_toy/workflows/: the toy model's demo graph, a template only where the demo loads the toy nodes
+  (its API file in api/).
 Run from the repo root: python3 scripts/make_workflows.py (tests/test_workflows.py checks the files are current).
 """
 from __future__ import annotations
@@ -262,8 +263,9 @@ def render() -> dict[str, str]:
         fname = name if family == "sd15" else f"{name}_sdxl"
         files[f"workflows/{title(name, family)}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
         files[f"workflows/api/{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
-    files["toy/workflows/toy_drag.json"] = json.dumps(ui_format(toy_graph()), indent=1) + "\n"
-    files["toy/workflows/toy_drag.api.json"] = json.dumps(api_format(toy_graph()), indent=1) + "\n"
+    toy = toy_graph()
+    files["toy/dragon_toy/workflows/Toy demo - move the painted object.json"] = json.dumps(ui_format(toy), indent=1) + "\n"
+    files["toy/dragon_toy/workflows/api/toy_drag.api.json"] = json.dumps(api_format(toy), indent=1) + "\n"
     return files
 
 

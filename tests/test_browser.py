@@ -322,3 +322,37 @@ def test_shipped_workflows_load_in_the_frontend_with_no_node_over_another(page):
                              a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"])
                     assert apart, (path.name, a["type"], b["type"])
     pg.evaluate("() => document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
+
+
+def test_guidance_setup_shows_only_the_inputs_of_its_mode(page):
+    """Switching the mode hides the widgets that do not apply to it (and folds the expert ones until 'Show
+    Advanced'); hidden widgets keep their values and are still sent, so a graph runs the same."""
+    pg = page
+    state = pg.evaluate("""async () => {
+        app.graph.clear();
+        const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
+        app.graph.add(n);
+        const mode = n.widgets.find(w => w.name === "mode");
+        const visible = () => n.widgets.filter(w => n.isWidgetVisible(w)).map(w => w.name);
+        const seen = {};
+        for (const m of ["move", "drag", "paste", "landmark"]) {
+            mode.value = m; mode.callback?.(m);
+            seen[m] = visible();
+        }
+        n.showAdvanced = true;
+        seen.paste_advanced = (() => { mode.value = "paste"; mode.callback?.("paste"); return visible(); })();
+        n.widgets.find(w => w.name === "offset_x").value = 7;
+        mode.value = "drag"; mode.callback?.("drag");
+        const sent = (await app.graphToPrompt()).output[String(n.id)].inputs;
+        return {seen, sent, height: n.size[1], need: n.computeSize()[1]};
+    }""")
+    seen = state["seen"]
+    assert seen["move"][:4] == ["mode", "offset_x", "offset_y", "scale"] and "energy_scale" in seen["move"]
+    assert "w_edit" not in seen["move"] and "anchor_end" not in seen["move"]  # folded until Show Advanced
+    assert "offset_x" not in seen["drag"] and "scale" not in seen["drag"]
+    assert "offset_x" in seen["paste"] and "centred_features" not in seen["paste"]
+    assert "centred_features" in seen["paste_advanced"] and "vacated_noise" not in seen["paste_advanced"]
+    assert "monotone_energy" not in seen["paste_advanced"] and "keep_background" in seen["paste_advanced"]
+    assert "offset_x" not in seen["landmark"] and "schedule" in seen["landmark"]
+    assert state["sent"]["offset_x"] == 7 and state["sent"]["mode"] == "drag"  # hidden, still sent
+    assert state["height"] >= state["need"] - 1
