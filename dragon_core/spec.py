@@ -110,3 +110,11 @@ class GuidanceSpec:
     ring_inpaint: bool = False
     centred_features: bool = False
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_mode(cls, mode: str, width: int, height: int, **kw) -> "GuidanceSpec":
+        """A spec with the mode's official defaults (energy scale, weights, K/V mode), `kw` on top."""
+        d = MODE_DEFAULTS[mode]
+        base = dict(energy_scale=d.energy_scale, w_edit=d.w_edit, w_content=d.w_content, w_contrast=d.w_contrast,
+                    w_inpaint=d.w_inpaint, kv_mode=d.kv_mode)
+        return cls(mode=mode, width=width, height=height, **{**base, **kw})

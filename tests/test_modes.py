@@ -32,11 +32,7 @@ def _inv(seed=0, shape=(1, 4, 8, 16), steps=4):
 
 
 def _spec(mode, **kw):
-    d = MODE_DEFAULTS[mode]
-    base = dict(energy_scale=d.energy_scale, w_edit=d.w_edit, w_content=d.w_content, w_contrast=d.w_contrast,
-                w_inpaint=d.w_inpaint, kv_mode=d.kv_mode)
-    base.update(kw)
-    return GuidanceSpec(mode=mode, width=W, height=H, **base)
+    return GuidanceSpec.for_mode(mode, W, H, **kw)
 
 
 def _bbox(mask):
