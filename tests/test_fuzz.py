@@ -327,6 +327,8 @@ FILE_CALLS = {"open", "Image.open", "load_file", "safe_open", "save_file", "torc
 ALLOWED_FILE_ACCESS = {
     ("nodes/editor.py", "Image.open"): "the path comes from input_file(), which refuses anything outside the input "
                                        "folder (fuzzed above)",
+    ("nodes/editor.py", "open"): "png_size() reads the first 24 bytes of the path input_file() returned (inside the "
+                                 "input folder), before anything is decoded",
     ("toy/dragon_toy/model.py", "safe_open"): "the toy model's weights (safetensors, read only): the bundled file, or "
                                               "$DRAGON_TOY_WEIGHTS set by whoever starts the server, never a prompt input",
 }

@@ -88,7 +88,8 @@ def test_mode_workflow_edits_inside_the_region(server, case, family):
     (dict(mode="appearance", ref_box=(0, 0, 0, 0)), "DragonDiffusion_GuidanceSetup", "'reference_mask': is empty"),
     (dict(mode="appearance", ref_mask_size=(64, 64)), "DragonDiffusion_GuidanceSetup",
      "'reference_mask': sizes disagree"),
-    (dict(mode="paste", ref_size=(64, 64), ref_mask_size=(W, H)), "DragonDiffusion_Sampler",
+    # the reference inversion is Guidance Setup's input, and Setup now checks the geometry itself (#20)
+    (dict(mode="paste", ref_size=(64, 64), ref_mask_size=(W, H)), "DragonDiffusion_GuidanceSetup",
      "'reference_inversion': the reference image's latent is 8x8 but the base image's is 12x8"),
     (dict(mode="landmark", source=[[10, 10], [20, 20]], target=[[12, 12]]), "DragonDiffusion_Landmarks",
      "'target_points': has 1 points but source_points has 2"),
