@@ -356,3 +356,35 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode(page):
     assert "offset_x" not in seen["landmark"] and "schedule" in seen["landmark"]
     assert state["sent"]["offset_x"] == 7 and state["sent"]["mode"] == "drag"  # hidden, still sent
     assert state["height"] >= state["need"] - 1
+
+
+def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
+    """Clicks on the editor's canvas stop there, so ComfyUI's change tracker never saw them: one Ctrl+Z removed
+    two pairs and redo brought back one. Each point placed (or moved, deleted) is now one undo step."""
+    pg = page
+    _test_image(server.input_dir / "dragon_browser.png", W, H, BOX)
+    ids = pg.evaluate(BUILD, [ZOOM])
+    ed = ids["editor"]
+    _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H, "the Load Image picture on the editor canvas")
+    box = pg.locator(".dragon-canvas").first.bounding_box()
+    pts = [p for pair in PAIRS for p in pair]
+    # the graph was built by script: load it once, as a user's graph is (a load renumbers the nodes' execution
+    # order, which the tracker compares), and make that the tracker's start
+    pg.evaluate("""async () => { await app.loadGraphData(app.graph.serialize());
+                                 app.extensionManager.workflow.activeWorkflow.changeTracker.checkState(); }""")
+    _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H, "the picture after the reload")
+    box = pg.locator(".dragon-canvas").first.bounding_box()
+    for x, y in pts:
+        pg.mouse.click(*_screen(box, x + 0.5, y + 0.5))
+    assert _state(pg, ed)["points"] == [list(p) for p in pts]
+
+    def undo_redo(key: str, want: int) -> None:
+        pg.mouse.click(5, 995)  # focus the page, not a text box (the tracker ignores keys typed into inputs)
+        pg.keyboard.press(key)
+        _wait(pg, ed, lambda s: len(s["points"]) == want, f"{want} points after {key}")
+
+    undo_redo("Control+z", 3)
+    undo_redo("Control+z", 2)
+    undo_redo("Control+y", 3)
+    assert _state(pg, ed)["points"] == [list(p) for p in pts[:3]]
+    assert json.loads(_state(pg, ed)["widgets"]["points"]) == [{"x": x, "y": y} for x, y in pts[:3]]

@@ -274,10 +274,19 @@ class DragonEditor {
     size.addEventListener("pointerdown", (e) => e.stopPropagation());
     this.sizeInput = size;
     bar.append(size, sizeLabel);
-    bar.appendChild(button("Undo pt", "Delete the last point.", () => this.setPoints(this.points.slice(0, -1))));
-    bar.appendChild(button("Clear pts", "Delete all points.", () => this.setPoints([])));
+    bar.appendChild(button("Undo pt", "Delete the last point.", () => {
+      this.setPoints(this.points.slice(0, -1));
+      recordUndoStep();
+    }));
+    bar.appendChild(button("Clear pts", "Delete all points.", () => {
+      this.setPoints([]);
+      recordUndoStep();
+    }));
     bar.appendChild(button("Clear mask", "Clear the brush strokes of the current layer (Mask, or Ref when Ref is selected).",
-      () => this.clearLayer(this.tool === "reference" ? "reference" : "mask")));
+      () => {
+        this.clearLayer(this.tool === "reference" ? "reference" : "mask");
+        recordUndoStep();
+      }));
     bar.appendChild(button("JSON", "Show or hide the points as JSON text.", () => {
       const pw = this.w("points");
       if (pw) {
@@ -425,6 +434,7 @@ class DragonEditor {
         if (i >= 0) {
           const pair = i - (i % 2);
           this.setPoints(this.points.filter((_, j) => j !== pair && j !== pair + 1));
+          recordUndoStep();
         }
         return;
       }
@@ -467,8 +477,10 @@ class DragonEditor {
     this.drag = null;
     if (!d) return;
     e.stopPropagation();
-    if (d.kind === "point") this.setPoints(this.points);
-    else this.scheduleUpload(this.tool);
+    if (d.kind === "point") {
+      this.setPoints(this.points);
+      recordUndoStep(); // one step per point placed or moved (its mousedown added it, this ends it)
+    } else this.scheduleUpload(this.tool);
   }
 
   // ---- state <-> widgets ------------------------------------------------------------------------
@@ -563,7 +575,10 @@ class DragonEditor {
       }
     }
     if (!any) {
-      if (w) w.value = "";
+      if (w && w.value) {
+        w.value = "";
+        recordUndoStep();
+      }
       this.layerFiles[key] = null;
       return;
     }
@@ -584,6 +599,7 @@ class DragonEditor {
     this.layerFiles[key] = saved;
     if (w) w.value = saved;
     this.setNote("upload", null);
+    recordUndoStep(); // the strokes since the last upload are one step
   }
 
   // Load the brush layers named by the widgets (workflow load), once per file name.
@@ -788,6 +804,16 @@ class DragonEditor {
   remove() {
     this.resizeObserver?.disconnect();
     for (const t of Object.values(this.uploadTimers)) clearTimeout(t);
+  }
+}
+
+// ComfyUI's undo history (its change tracker) takes a snapshot of the graph on a window mouseup or on a
+// litegraph "after-change" event. The editor's pointer events stop at its canvas, and a stroke's widget value
+// changes only when its upload ends, so each finished edit announces itself: one undo step per point placed,
+// moved or deleted, per burst of strokes, per clear.
+function recordUndoStep() {
+  for (const subType of ["before-change", "after-change"]) {
+    document.dispatchEvent(new CustomEvent("litegraph:canvas", { detail: { subType } }));
   }
 }
 
