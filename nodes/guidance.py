@@ -14,6 +14,7 @@ from .types import CATEGORY, DragonGuidanceType, DragonInversionType, DragonPoin
 
 NODE = "Dragon Guidance Setup"
 AUTO = -1.0
+SD_PIXELS_PER_LATENT = 8
 
 
 def _pick(value: float, default: float, name: str, allow_zero: bool = True) -> float:
@@ -170,11 +171,14 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         kv_mode=d.kv_mode, keep_background=int(keep_background), vacated_noise=float(vacated_noise),
         anchor_end=float(anchor_end), vacated_trend=int(vacated_trend), monotone_energy=bool(monotone_energy),
         ring_inpaint=bool(ring_inpaint), centred_features=bool(centred_features))
-    # the edit's geometry on the latent of an SD-family model (8 pixels a cell): an object too small, an offset
-    # out of the image or an empty region is refused here, on the node whose inputs are wrong, not when the
-    # sampler runs (it checks again on the real latent)
+    # the edit's geometry on the latent it will have: an object too small, an offset out of the image or an empty
+    # region is refused here, on the node whose inputs are wrong, not when the sampler runs (it checks again on
+    # the real latent). The node has no model: SD-family latents have 8 pixels a cell, and an image under 64
+    # pixels a side cannot be one (the sampler refuses latents under 8 cells), so only a pixel-space model (the
+    # project's toy) gets one; there the check runs on the image's own grid
+    f = SD_PIXELS_PER_LATENT if min(int(width), int(height)) >= 8 * SD_PIXELS_PER_LATENT else 1
     with torch.inference_mode(False):
-        build_plan(spec, (max(1, int(height) // 8), max(1, int(width) // 8)), torch.device("cpu"))
+        build_plan(spec, (max(1, int(height) // f), max(1, int(width) // f)), torch.device("cpu"))
     return spec
 
 

@@ -362,3 +362,18 @@ def test_malformed_conditioning_is_a_clear_error_on_the_node(comfy, setup, cond,
     msg = str(e.value)
     want = ("DDIM Invert: input 'positive'" if node == "invert" else "Dragon Sampler: input 'negative'")
     assert msg.startswith(want) and match in msg and ("CLIP Text Encode" in msg or "Re-encode" in msg), msg
+
+
+def test_guidance_setup_checks_geometry_on_the_grid_the_model_will_use(comfy):
+    """Setup has no model: an image of 64+ pixels a side is checked on SD's 8-pixel latent cells, a smaller one
+    (only a pixel-space model such as the toy can take it) on its own pixels. A 6-pixel object is fine on a
+    32x32 toy scene and refused, on Setup, on a 256x256 image."""
+    errors = comfy.module("dragon_core.errors")
+    small = torch.zeros(1, 32, 32)
+    small[:, 10:16, 10:16] = 1
+    spec = _spec(comfy, object_mask=small, offset_x=6)
+    assert spec.width == 32
+    big = torch.zeros(1, 256, 256)
+    big[:, 100:103, 100:103] = 1
+    with pytest.raises(errors.DragonInputError, match="Dragon Guidance Setup: input 'object_mask': the object is too small"):
+        _spec(comfy, object_mask=big, offset_x=6)
