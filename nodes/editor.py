@@ -164,9 +164,9 @@ def input_file(input_name: str, name: str) -> str | None:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# A brush layer may have at most this many pixels (8192 x 8192). Decoding one costs about 12 bytes a pixel at
-# peak (the decoded RGBA plus its two channels as floats): 0.8 GB at the limit. PIL's own decompression-bomb
-# limit (89 M pixels) lies above it, so this check always speaks first.
+# A brush layer may have at most this many pixels (8192 x 8192). Decoding one costs about 10 bytes a pixel at
+# peak (the decoded RGBA, then its two channels as floats): measured 641 MiB at the limit. PIL's own
+# decompression-bomb limit (89 M pixels) lies above it, so this check always speaks first.
 MAX_LAYER_PIXELS = 8192 * 8192
 
 
@@ -198,10 +198,13 @@ def load_layer(input_name: str, name: str, width: int, height: int) -> tuple[tor
         with Image.open(path, formats=["PNG"]) as im:
             if im.size != size:
                 raise ValueError("header and image disagree")
-            rgba = im.convert("RGBA")
-            value = torch.from_numpy(np.asarray(rgba.getchannel("R")).copy()).float().div_(255.0)
-            cover = torch.from_numpy(np.asarray(rgba.getchannel("A")).copy()).float().div_(255.0)
+            im.load()
+            rgba = im if im.mode == "RGBA" else im.convert("RGBA")  # the editor writes RGBA: no second copy
+            channels = [np.asarray(rgba.getchannel(c)) for c in ("R", "A")]
             del rgba
+            im.close()  # the decoded image goes before the float channels are made
+            value, cover = (torch.from_numpy(np.array(c, dtype=np.float32)).div_(255.0) for c in channels)
+            del channels
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         # the message names the file as the user gave it; PIL's text may hold the server's paths
         raise DragonInputError(NODE, input_name, f"{name[:80]!r} is not a readable PNG ({type(e).__name__}).",
