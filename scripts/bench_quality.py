@@ -340,9 +340,15 @@ def main() -> None:
                     help="only merge the modes of earlier runs (e.g. two processes on two cores) into --out")
     ap.add_argument("--markdown", metavar="JSON",
                     help="only print the README's two tables (results, paired differences) of a finished run")
+    ap.add_argument("--paired-runs", nargs=2, metavar=("MAIN", "OTHER"),
+                    help="only print the Dragon result of OTHER minus MAIN per mode, paired on their common test "
+                         "scenes (e.g. two runs at different --steps)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown_tables(json.loads(Path(args.markdown).read_text())))
+        return
+    if args.paired_runs:
+        print(paired_runs_table(*(json.loads(Path(p).read_text()) for p in args.paired_runs), args.paired_runs[1]))
         return
     if args.merge:
         runs = [json.loads(Path(p).read_text()) for p in args.merge]
@@ -465,6 +471,24 @@ def _cell(s: dict | None, k: str) -> str:
     if v >= 99 and k.endswith("psnr"):
         return "∞"  # identical pixels (the PSNR is capped at 100)
     return f"{v:.1f}" if k.endswith("psnr") or k == "seconds" else f"{v:.2f}"
+
+
+def paired_runs_table(main: dict, other: dict, label: str) -> str:
+    """Markdown rows: OTHER's Dragon minus MAIN's per mode, on the scenes both ran (same seeds, in order)."""
+    cols = ("in_target", "iou", "bg_psnr", "vacated_psnr", "ghost", "full_psnr")
+    out = []
+    for mode in main["modes"]:
+        if mode not in other["modes"]:
+            continue
+        if main["seeds"][0] != other["seeds"][0]:
+            raise SystemExit(f"{mode}: the runs start at different scenes ({main['seeds'][0]}, {other['seeds'][0]})")
+        a, b = main["modes"][mode]["per_scene"]["dragon"], other["modes"][mode]["per_scene"]["dragon"]
+        n = min(len(a), len(b))
+        d = paired(a[:n], b[:n])
+        cells = [f"{d[k]['mean_diff']:+.2f} [{d[k]['ci95'][0]:+.2f}, {d[k]['ci95'][1]:+.2f}]" if k in d else "–"
+                 for k in cols]
+        out.append(f"| {mode} | {label} − main, {n} scenes | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def markdown_tables(report: dict) -> str:
