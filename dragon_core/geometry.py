@@ -142,8 +142,12 @@ def surroundings(mask: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     image's mean look (on a gradient background, a colour the object's place never had). Falls back
     to all of `allowed` when the ring leaves none of it.
     """
-    width = max(2, round(0.2 * float(mask.sum()) ** 0.5))
-    grown = F.max_pool2d(mask.float()[None, None], 2 * width + 1, 1, width)[0, 0] > 0.5
+    return ring_around(mask, allowed, max(2, round(0.2 * float(mask.sum()) ** 0.5)))
+
+
+def ring_around(mask: torch.Tensor, allowed: torch.Tensor, cells: int) -> torch.Tensor:
+    """The cells of `allowed` within `cells` of `mask` (bool grids); all of `allowed` when none is."""
+    grown = F.max_pool2d(mask.float()[None, None], 2 * cells + 1, 1, cells)[0, 0] > 0.5
     ring = grown & allowed
     return ring if bool(ring.any()) else allowed
 

@@ -12,10 +12,10 @@ from .energy import (Feats, appearance_energy, drag_energy, landmark_energy, mov
                      remove_energy)
 from .errors import DragonInputError
 from .geometry import (cell_of, downsample_any, drag_region, keep_mask, object_warp, pair_patches, patch,
-                       resize_mask, surroundings, token_mask)
+                       resize_mask, ring_around, surroundings, token_mask)
 from .inversion import Inversion
 from .spec import GuidanceSpec
-from .trend import TrendFill, trend_ring
+from .trend import TrendFill
 
 SETUP = "Dragon Guidance Setup"
 # (batch item of the reference pass, latent-grid region, strict) -> which K/V tokens a masked injection reads
@@ -173,7 +173,7 @@ def _trend(spec: GuidanceSpec, region: torch.Tensor, around: torch.Tensor, allow
         ring = downsample_any(resize_mask(spec.reference_region, 2 * h, 2 * w), h, w).cpu() & allowed
     if ring is None or not bool(ring.any()):
         cells = max(1, math.ceil(spec.vacated_trend * max(h / spec.height, w / spec.width) - 1e-6))
-        ring = trend_ring(around, allowed, cells)
+        ring = ring_around(around, allowed, cells)
     if not bool(ring.any()):
         return None
     return TrendFill(_flat(region), _flat(ring), (h, w))

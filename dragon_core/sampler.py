@@ -90,10 +90,8 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
             # the UNet on the latent one level less noisy, at this step's timestep
             state.phase = "reference"
             state.reset_capture((), stop=False)
-            x_kv = _inversion_input(inversion, i)
-            if plan.second is not None:
-                x_kv = torch.cat([x_kv, _inversion_input(plan.second, i).to(x_kv)])
-            backend.denoise_cond(x_kv.to(device), s, state)
+            backend.denoise_cond(_branches(plan, inversion, lambda inv: _inversion_input(inv, i)).to(device), s,
+                                 state)
             stats.unet_calls["reference"] += 1
         kv_here = kv_on and not kv_from_inversion
         if sp.guided or kv_here:
@@ -101,10 +99,7 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
             # source, its K/V from the same pass)
             state.phase = "reference" if kv_here else "plain"
             state.reset_capture(blocks if sp.guided else (), stop=not kv_here)
-            x_ref = inversion.reference(i)
-            if plan.second is not None:  # cross-image modes: the reference image's branch as batch item 1
-                x_ref = torch.cat([x_ref, plan.second.reference(i).to(x_ref)])
-            backend.denoise_cond(x_ref.to(device), s, state)
+            backend.denoise_cond(_branches(plan, inversion, lambda inv: inv.reference(i)).to(device), s, state)
             stats.unet_calls["reference"] += 1
             if sp.guided:
                 ref_feats = _working(state.features, blocks, plan.feature_hw)
@@ -151,6 +146,15 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         # the official loop ends at the level of timestep 0 and decodes that latent as it is: the VP latent
         x = x * float(vp_scale(sigmas[-1]))
     return x, stats
+
+
+def _branches(plan: EditPlan, inversion: Inversion, latent_of) -> torch.Tensor:
+    """`latent_of(inversion)` of the base image's guidance branch, and in cross-image modes of the reference
+    image's as batch item 1."""
+    x = latent_of(inversion)
+    if plan.second is not None:
+        x = torch.cat([x, latent_of(plan.second).to(x)])
+    return x
 
 
 def _inversion_input(inversion: Inversion, i: int) -> torch.Tensor:

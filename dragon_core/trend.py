@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 def _design(idx: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -13,13 +12,6 @@ def _design(idx: torch.Tensor, h: int, w: int) -> torch.Tensor:
     y = torch.div(idx, w, rounding_mode="floor").float() / h
     x = (idx % w).float() / w
     return torch.stack([torch.ones_like(x), x, y], -1)
-
-
-def trend_ring(around: torch.Tensor, allowed: torch.Tensor, cells: int) -> torch.Tensor:
-    """The cells of `allowed` within `cells` of `around` (bool, latent grid); all of `allowed` when none is."""
-    grown = F.max_pool2d(around.float()[None, None], 2 * cells + 1, 1, cells)[0, 0] > 0.5
-    ring = grown & allowed
-    return ring if bool(ring.any()) else allowed
 
 
 @dataclass

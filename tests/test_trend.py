@@ -9,7 +9,8 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from dragon_core.plan import build_plan  # noqa: E402
 from dragon_core.spec import GuidanceSpec  # noqa: E402
-from dragon_core.trend import TrendFill, trend_ring  # noqa: E402
+from dragon_core.geometry import ring_around  # noqa: E402
+from dragon_core.trend import TrendFill  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -43,7 +44,7 @@ def test_trend_fill_gives_the_region_its_surroundings_plane_and_keeps_its_detail
     g = torch.Generator().manual_seed(3)
     region = torch.zeros(h, w, dtype=torch.bool)
     region[2:6, 3:7] = True
-    ring = trend_ring(region, ~region, 2)
+    ring = ring_around(region, ~region, 2)
     assert not bool((ring & region).any()) and bool(ring[0, 1]) and not bool(ring[0, 10])
     clean = _plane(torch.tensor([[0.5, 1.0, -2.0], [-1.0, 0.3, 0.8]]), h, w) + 0.01 * torch.randn(1, 2, h, w, generator=g)
     x0 = _plane(torch.tensor([[3.0, -4.0, 1.0], [2.0, 2.0, 2.0]]), h, w) + 0.3 * torch.randn(1, 2, h, w, generator=g)
