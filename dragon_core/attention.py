@@ -2,8 +2,11 @@
 
 One `BranchState` travels with each UNet call (in ComfyUI: transformer_options["dragon"]) and says
 what the call is: the guidance branch's reference pass (record K/V of this step), the generation
-pass (inject them), or a plain pass. Only the current step's K/V are held, on the device: no
-50-step bank in host RAM.
+pass (inject them), or a plain pass. Only the current step's K/V are held on the device.
+
+The official code fills a memory bank of K/V during DDIM inversion. `KVBank` is that bank, recorded by
+`KVRecorder` while DDIM Invert runs, under a byte budget: a step it holds needs no reference pass at
+edit time; a step it does not hold is recomputed from the same input (source "inversion").
 """
 from __future__ import annotations
 
@@ -21,6 +24,85 @@ PHASES = ("plain", "reference", "generate", "grad")
 # step that reached this level, i.e. on the guidance-branch latent one level less noisy, at step i's timestep
 # (the official memory bank). "guidance": the guidance branch's latent of step i itself, at its timestep.
 KV_SOURCES = ("inversion", "guidance")
+
+
+def kv_key(extra_options: dict) -> Key:
+    """The layer an attn1 call belongs to: ("output", block, transformer index)."""
+    block = extra_options["block"]
+    return (block[0], block[1], extra_options.get("block_index", 0))
+
+
+def kv_nbytes(kv: dict) -> int:
+    return sum(t.numel() * t.element_size() for pair in kv.values() for t in pair)
+
+
+@dataclass(eq=False)
+class KVBank:
+    """The official memory bank's K/V: for denoising step i, every decoder self-attention layer's (K, V) from
+    the inversion step that reached step i's level (the UNet at step i's timestep on the latent one level less
+    noisy), i.e. exactly what the sampler's "inversion" source would recompute. Kept in the dtype the UNet
+    computed them in (so a banked step equals a recomputed one), on `store` (host memory by default, as the
+    official code does). Steps are kept in the order the inversion makes them while they fit in
+    `budget_bytes`; once one does not fit, later ones (the same size) are not recorded at all."""
+
+    budget_bytes: int
+    store: str = "cpu"
+    steps: dict = field(default_factory=dict)  # denoising step -> {key: (k, v)}
+    nbytes: int = 0
+    dropped: int = 0  # steps not kept (over budget, or the UNet ran more than once in that inversion step)
+    full: bool = False
+    _step: int | None = None
+    _pending: dict = field(default_factory=dict)
+    _twice: bool = False
+
+    def __deepcopy__(self, memo):  # ComfyUI deep-copies model_options: share, don't copy
+        return self
+
+    def begin(self, step: int) -> None:
+        """The next UNet call is the inversion step that reached denoising step `step`'s level."""
+        self._step, self._pending, self._twice = step, {}, False
+
+    def record(self, key: Key, k: torch.Tensor, v: torch.Tensor) -> None:
+        if self._step is None or self.full:
+            return
+        if key in self._pending:  # several UNet calls in one step (e.g. batched area conds): not a bank step
+            self._twice = True
+            return
+        self._pending[key] = (k.detach().to(self.store, copy=True), v.detach().to(self.store, copy=True))
+
+    def end(self) -> None:
+        if self._step is not None and self._pending:
+            size = kv_nbytes(self._pending)
+            if not self._twice and self.nbytes + size <= self.budget_bytes:
+                self.steps[self._step] = self._pending
+                self.nbytes += size
+            else:
+                self.dropped += 1
+                self.full = self.full or not self._twice
+        elif self._step is not None and self.full:
+            self.dropped += 1
+        self._step, self._pending = None, {}
+
+    def get(self, step: int) -> dict | None:
+        return self.steps.get(step)
+
+
+class KVRecorder:
+    """attn1 replace patch of DDIM Invert's model clone: puts the layer's K/V into the bank, then attends as
+    the layer would have (through the replace patch that was there before, if any)."""
+
+    def __init__(self, bank: KVBank, attention: AttnFn, inner: Callable | None = None):
+        self.bank, self.attention, self.inner = bank, attention, inner
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, q, k, v, extra_options):
+        self.bank.record(kv_key(extra_options), k, v)
+        if self.inner is not None:
+            return self.inner(q, k, v, extra_options)
+        return self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                              transformer_options=extra_options)
 
 
 class StopUNet(Exception):
@@ -76,8 +158,7 @@ class CrossBranchAttention:
     def __call__(self, q, k, v, extra_options):
         st = extra_options.get("dragon")
         if isinstance(st, BranchState) and st.phase in ("reference", "generate"):
-            block = extra_options["block"]
-            key = (block[0], block[1], extra_options.get("block_index", 0))
+            key = kv_key(extra_options)
             if st.phase == "reference":
                 st.kv[key] = (k.detach(), v.detach())
             elif key in st.kv and self.active(st.step, st.steps):

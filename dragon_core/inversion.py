@@ -6,6 +6,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .attention import KVBank
 from .schedule import DenoiseFn, inversion_step, vp_scale
 
 
@@ -24,6 +25,7 @@ class Inversion:
     model_key: str  # identifies the model the trajectory belongs to
     latent_shape: tuple[int, ...]
     extra: dict = field(default_factory=dict)
+    kv_bank: Optional[KVBank] = None  # the memory bank's K/V recorded during the inversion (None: not recorded)
 
     @property
     def steps(self) -> int:

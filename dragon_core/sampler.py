@@ -48,6 +48,7 @@ class SampleStats:
     guided_steps: int
     grad_norms: list
     energies: list = field(default_factory=list)  # (E_edit, E_cons) at each guided evaluation, before its step
+    kv_banked: int = 0  # steps whose injected K/V came from the inversion's bank (no reference pass)
 
 
 def _working(features: dict, blocks: tuple[int, ...], hw: tuple[int, int], item: int = 0) -> list[torch.Tensor]:
@@ -85,7 +86,11 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         ref_feats = None
         state.kv = {}
         kv_from_inversion = kv_on and backend.kv_source() == "inversion"
-        if kv_from_inversion:
+        banked = _banked_kv(plan, inversion, i, device) if kv_from_inversion else None
+        if banked is not None:
+            state.kv = banked  # recorded by DDIM Invert: the same K/V the pass below would compute
+            stats.kv_banked += 1
+        elif kv_from_inversion:
             # the official memory bank's K/V of this step: the inversion step that reached this level evaluated
             # the UNet on the latent one level less noisy, at this step's timestep
             state.phase = "reference"
@@ -155,6 +160,22 @@ def _branches(plan: EditPlan, inversion: Inversion, latent_of) -> torch.Tensor:
     if plan.second is not None:
         x = torch.cat([x, latent_of(plan.second).to(x)])
     return x
+
+
+def _banked_kv(plan: EditPlan, inversion: Inversion, i: int, device: torch.device) -> Optional[dict]:
+    """Step i's K/V from the inversions' banks, batched as the reference pass would batch them (base image, then
+    the reference image in cross-image modes); None when a bank lacks the step (it is then recomputed)."""
+    invs = [inversion] if plan.second is None else [inversion, plan.second]
+    parts = [inv.kv_bank.get(i) if inv.kv_bank is not None else None for inv in invs]
+    if any(p is None for p in parts) or any(p.keys() != parts[0].keys() for p in parts):
+        return None
+    out = {}
+    for key in parts[0]:
+        ks, vs = zip(*(p[key] for p in parts))
+        k = ks[0] if len(ks) == 1 else torch.cat(ks)
+        v = vs[0] if len(vs) == 1 else torch.cat(vs)
+        out[key] = (k.to(device), v.to(device))
+    return out
 
 
 def _inversion_input(inversion: Inversion, i: int) -> torch.Tensor:

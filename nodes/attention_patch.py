@@ -49,10 +49,11 @@ class CrossBranchAttentionPatch(io.ComfyNode):
                                tooltip="Injection stops at this fraction of the steps (1.0 = to the end)."),
                 io.Combo.Input("source", options=list(KV_SOURCES), default="inversion", optional=True,
                                tooltip="inversion (official): the K/V the UNet computed during DDIM inversion for "
-                                       "this step's timestep (on the latent one step less noisy), recomputed each "
-                                       "step instead of kept in a memory bank. guidance: the K/V of the guidance "
-                                       "branch's latent of this very step; on guided steps the same pass also "
-                                       "gives the energy's features, so it costs fewer UNet passes."),
+                                       "this step's timestep (on the latent one step less noisy), read from DDIM "
+                                       "Invert's memory bank; steps the bank does not hold (see its kv_bank_mb) "
+                                       "are recomputed, with the same result. guidance: the K/V of the guidance "
+                                       "branch's latent of this very step, computed in the pass that also gives "
+                                       "the energy's features (no bank needed)."),
             ],
             outputs=[io.Model.Output(tooltip="The patched clone of the model.")],
         )

@@ -20,10 +20,11 @@ def _differentiable_attention(func, *args, **kwargs):
     return attention_pytorch(*args, **kwargs)
 
 
-# Speed/memory switches (#7). Both on is the pack's behaviour; scripts/bench_speed.py turns each off to measure
+# Speed/memory switches (#7, #22). All on is the pack's behaviour; scripts/bench_speed.py turns each off to measure
 # what it saves. Not user settings.
-WEIGHT_COPY_ONLY_IN_GRAD = True  # off: every pass of the Dragon clone copies every weight (the pre-#7 behaviour)
-DROP_SAVED_WEIGHT_COPIES = True  # off: autograd keeps the gradient pass's weight copies until the backward
+ALIAS_WEIGHTS_IN_GRAD = True  # off: the gradient pass copies every weight through WeightCopy wrappers (#7's way)
+WEIGHT_COPY_ONLY_IN_GRAD = True  # (aliasing off) off: every pass of the Dragon clone copies every weight (pre-#7)
+DROP_SAVED_WEIGHT_COPIES = True  # (aliasing off) off: autograd keeps the gradient pass's weight copies until the backward
 
 _COPY_SOURCE: dict[int, tuple[torch.nn.Module, str]] = {}  # storage address of a live weight copy -> its parameter
 
@@ -93,6 +94,33 @@ def weight_copies(wrapped: list, on: bool):
             setattr(m, attr, fs)
 
 
+def _alias(p: torch.nn.Parameter) -> torch.nn.Parameter:
+    """A normal (non-inference) tensor on the same memory as `p`: no copy."""
+    a = torch.empty(0, dtype=p.dtype, device=p.device)
+    a.set_(p.untyped_storage(), p.storage_offset(), p.size(), p.stride())
+    return torch.nn.Parameter(a, requires_grad=False)
+
+
+@contextmanager
+def autograd_weights(unet: torch.nn.Module, on: bool):
+    """For the gradient pass: ComfyUI loads weights as inference tensors, which autograd cannot save for the
+    backward. Each one is replaced, for the duration of the pass, by a normal tensor on the same memory (no copy,
+    nothing written), and the model's own parameters are put back afterwards, also on errors. Weights ComfyUI
+    casts or patches per layer (lowvram, LoRA patches applied on the fly, fp8) are fresh tensors anyway."""
+    if not on:
+        yield
+        return
+    swapped = [(m, name, p) for m in unet.modules() for name, p in m._parameters.items()
+               if type(p) is torch.nn.Parameter and p.is_inference() and p.device.type != "meta"]
+    try:
+        for m, name, p in swapped:
+            m._parameters[name] = _alias(p)
+        yield
+    finally:
+        for m, name, p in swapped:
+            m._parameters[name] = p
+
+
 def cross_branch_patches(model_patcher) -> list[CrossBranchAttention]:
     attn1 = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     return [p for p in attn1.values() if isinstance(p, CrossBranchAttention)]
@@ -126,8 +154,11 @@ class ComfyBackend:
         grad = state.phase == "grad"
         if grad:
             mo = grad_safe_options(mo)  # IP-Adapter-style patches: their value, a differentiable path
+        alias = grad and ALIAS_WEIGHTS_IN_GRAD
+        copies = grad and not alias
         try:
-            with weight_copies(self._wrapped, on=grad), (saved_weights() if grad else nullcontext()):
+            with weight_copies(self._wrapped, on=copies), (saved_weights() if copies else nullcontext()), \
+                    autograd_weights(self.base.diffusion_model, on=alias):
                 return comfy.samplers.calc_cond_batch(self.base, [self.guider.conds["positive"]], x,
                                                       self._sigma(x, sigma), mo)[0]
         except StopUNet:

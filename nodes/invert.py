@@ -8,22 +8,49 @@ import comfy.samplers
 import latent_preview
 from comfy_api.latest import io
 
+from comfy.ldm.modules.attention import optimized_attention
+
+from ..dragon_core.attention import KVBank, KVRecorder
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.inversion import Inversion, invert
-from .common import check_conditioning, check_latent, ddim_sigmas
+from .common import check_conditioning, check_latent, ddim_sigmas, log
 from .types import CATEGORY, DragonInversionType
-from .unet_layout import model_key, unet_of
+from .unet_layout import decoder_attn1_keys, model_key, unet_of
 
 NODE = "DDIM Invert"
+# Host memory for the K/V memory bank by default: a whole 50-step bank of SD1.5 at 768^2 in fp16 (3.1 GB, the
+# official figure) or at 512^2 in fp32 (2.8 GB) fits; steps beyond the budget are recomputed at edit time.
+DEFAULT_BANK_MB = 4096
+MB = 1024 ** 2
 
 
-def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, sink=None):
-    """KSAMPLER function: DDIM inversion over ascending sigmas, recording every latent in `sink`."""
+def with_kv_recorder(model, bank: KVBank):
+    """A clone of `model` whose decoder self-attention layers also write their K/V into `bank` (an attn1 replace
+    patch already there, e.g. a Cross-Branch Attention Patch, still does the attending)."""
+    m = model.clone()
+    attn1 = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+    for block, idx, j in decoder_attn1_keys(unet_of(model, NODE)):
+        inner = attn1.get((block, idx, j), attn1.get((block, idx)))
+        m.set_model_attn1_replace(KVRecorder(bank, optimized_attention, inner), block, idx, j)
+    return m
+
+
+def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, sink=None, bank=None):
+    """KSAMPLER function: DDIM inversion over ascending sigmas, recording every latent in `sink` and the
+    decoder K/V of each step in `bank`."""
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
+    n, done = len(sigmas) - 1, [0]
 
     def denoise(x_in, sigma):
-        return model(x_in, sigma * s_in, **extra_args)
+        if bank is None:
+            return model(x_in, sigma * s_in, **extra_args)
+        bank.begin(n - 1 - done[0])  # inversion step k reaches the level of denoising step n - 1 - k
+        done[0] += 1
+        try:
+            return model(x_in, sigma * s_in, **extra_args)
+        finally:
+            bank.end()
 
     def on_step(k, xk):
         if callback is not None:
@@ -33,20 +60,28 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
     return sink[-1].to(x.device)
 
 
-def run_inversion(model, positive, samples: torch.Tensor, steps: int) -> tuple[Inversion, torch.Tensor]:
-    """Invert `samples` (an unscaled VAE latent) with the conditional prompt and no CFG."""
+def run_inversion(model, positive, samples: torch.Tensor, steps: int,
+                  kv_bank_mb: int = DEFAULT_BANK_MB) -> tuple[Inversion, torch.Tensor]:
+    """Invert `samples` (an unscaled VAE latent) with the conditional prompt and no CFG, recording the K/V memory
+    bank within `kv_bank_mb` MB of host memory (0: none)."""
     sigmas = ddim_sigmas(model, steps)
-    guider = comfy.samplers.CFGGuider(model)
+    bank = KVBank(budget_bytes=int(kv_bank_mb) * MB) if kv_bank_mb > 0 else None
+    guider = comfy.samplers.CFGGuider(with_kv_recorder(model, bank) if bank is not None else model)
     guider.inner_set_conds({"positive": positive})
     guider.set_cfg(1.0)
     sink: list[torch.Tensor] = []
-    sampler = comfy.samplers.KSAMPLER(_inversion_sampler, extra_options={"sink": sink})
+    sampler = comfy.samplers.KSAMPLER(_inversion_sampler, extra_options={"sink": sink, "bank": bank})
     ascending = torch.flip(sigmas, dims=[0])
     n = len(sigmas) - 1
     callback = latent_preview.prepare_callback(model, n)
     noise_out = guider.sample(torch.zeros_like(samples), samples, sampler, ascending,
                               callback=callback, disable_pbar=True, seed=0)
-    inv = Inversion(latents=sink, sigmas=sigmas, model_key=model_key(model), latent_shape=tuple(samples.shape))
+    inv = Inversion(latents=sink, sigmas=sigmas, model_key=model_key(model), latent_shape=tuple(samples.shape),
+                    kv_bank=bank)
+    if bank is not None and bank.dropped:
+        log.info("DDIM Invert: the memory bank holds %d of %d steps (%.0f MB, kv_bank_mb %d); the other steps' K/V "
+                 "are recomputed during the edit (one extra UNet pass each).", len(bank.steps), n,
+                 bank.nbytes / MB, kv_bank_mb)
     return inv, noise_out.to(comfy.model_management.intermediate_device())
 
 
@@ -67,6 +102,12 @@ class DDIMInvert(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The source image, encoded with VAE Encode (one image)."),
                 io.Int.Input("steps", default=50, min=1, max=1000,
                              tooltip="DDIM steps (the official DDIM timesteps: 981, 961, ..., 1 for 50). Give the Dragon Sampler the same number; the method's default is 50."),
+                io.Int.Input("kv_bank_mb", default=DEFAULT_BANK_MB, min=0, max=1 << 20, step=256, optional=True,
+                             tooltip="Host memory (MB) for the memory bank: the decoder self-attention keys/values "
+                                     "of every inversion step, which the Cross-Branch Attention Patch injects "
+                                     "(official). Steps that do not fit are recomputed during the edit, one extra "
+                                     "UNet pass each, with the same result. SD1.5 needs about 1.4 GB at 512x512 "
+                                     "(fp16; double in fp32), SDXL about 11 GB at 1024x1024. 0 records none."),
             ],
             outputs=[
                 DragonInversionType.Output(display_name="inversion", tooltip="The inverted trajectory (memory bank latents)."),
@@ -75,11 +116,14 @@ class DDIMInvert(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, latent, steps) -> io.NodeOutput:
+    def execute(cls, model, positive, latent, steps, kv_bank_mb=DEFAULT_BANK_MB) -> io.NodeOutput:
         unet = unet_of(model, NODE)
         if not isinstance(steps, int) or steps < 1:
             raise DragonInputError(NODE, "steps", f"must be a whole number >= 1, got {steps!r}.", "Use 50 (official).")
+        if not isinstance(kv_bank_mb, int) or isinstance(kv_bank_mb, bool) or kv_bank_mb < 0:
+            raise DragonInputError(NODE, "kv_bank_mb", f"must be a whole number of MB >= 0, got {kv_bank_mb!r}.",
+                                   f"Use {DEFAULT_BANK_MB} (or 0 to record no memory bank).")
         check_conditioning(NODE, "positive", positive)
         samples = check_latent(NODE, "latent", latent, unet)
-        inv, noise = run_inversion(model, positive, samples, steps)
+        inv, noise = run_inversion(model, positive, samples, steps, kv_bank_mb)
         return io.NodeOutput(inv, {"samples": noise})

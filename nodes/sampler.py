@@ -17,6 +17,7 @@ from ..dragon_core.inversion import Inversion
 from ..dragon_core.plan import build_plan
 from ..dragon_core.sampler import SampleStats, dragon_sample
 from ..dragon_core.spec import GuidanceSpec
+from . import backend
 from .backend import ComfyBackend, WeightCopy, cross_branch_patches
 from .common import check_conditioning, log
 from .guidance import check_reference_inversion
@@ -27,17 +28,22 @@ NODE = "Dragon Sampler"
 
 
 def grad_ready_clone(model):
-    """A clone whose UNet weights can take part in autograd, without touching the shared model.
+    """The Dragon clone: captures the guidance features, and its UNet weights can take part in autograd.
 
-    The wrappers are ComfyUI weight wrappers (WeightCopy); the backend lets them act in the gradient pass only."""
+    By default the backend lets the gradient pass read the loaded weights through normal-tensor aliases
+    (backend.autograd_weights), so the clone needs nothing more; with that switched off (bench_speed's
+    weight_copies variant) it carries ComfyUI weight wrappers (WeightCopy) that copy the weights in the gradient
+    pass only."""
     m = model.clone()
+    m.set_model_output_block_patch(FeatureCapture())
+    if backend.ALIAS_WEIGHTS_IN_GRAD:
+        return m
     for name, mod in m.model.diffusion_model.named_modules():
         if not hasattr(mod, "comfy_cast_weights"):
             continue
         for p in ("weight", "bias"):
             if getattr(mod, p, None) is not None:
                 m.add_weight_wrapper(f"diffusion_model.{name}.{p}", WeightCopy(mod, p))
-    m.set_model_output_block_patch(FeatureCapture())
     return m
 
 

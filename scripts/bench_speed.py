@@ -54,9 +54,13 @@ CLASS = {"sd15": "SD15", "sdxl": "SDXL"}
 # before/after switches: name -> (what it turns off, how)
 VARIANTS = {
     "pack": "all optimisations on (the pack as shipped)",
-    "copy_every_pass": "weights copied in every pass of the Dragon clone, not only the gradient pass (pre-#7)",
-    "keep_weight_copies": "autograd keeps the gradient pass's weight copies until the backward (pre-#7)",
-    "pre7": "both of the above off (the engine as it was before #7)",
+    "no_kv_bank": "no K/V memory bank from DDIM Invert (kv_bank_mb 0): the official K/V recomputed on every injected "
+                  "step, one batch-1 UNet pass each (the engine before #22)",
+    "weight_copies": "the gradient pass copies every weight (through weight wrappers, #7's way) instead of using "
+                     "normal-tensor aliases of the loaded weights (#22)",
+    "copy_every_pass": "weight_copies, and copied in every pass of the Dragon clone, not only the gradient pass (pre-#7)",
+    "keep_weight_copies": "weight_copies, and autograd keeps the copies until the backward (pre-#7)",
+    "pre7": "all three of the above (the engine as it was before #7)",
     "full_unet_grad": "gradient pass runs the whole UNet instead of stopping after the deepest feature stage",
 }
 
@@ -189,6 +193,7 @@ class Probe:
         self.t = {"reference": 0.0, "generate": 0.0, "grad_forward": 0.0, "guidance_total": 0.0, "reinvert": 0.0}
         self.cpu = dict.fromkeys(self.t, 0.0)  # process CPU time: less sensitive than wall time to other load
         self.calls = {"reference": 0, "generate": 0, "grad": 0, "reinvert": 0, "other": 0}
+        self.images_by = dict.fromkeys(self.calls, 0)  # UNet images (batch items) by phase
         self.images = 0
         self.kv_bytes = self.feat_bytes = 0
 
@@ -227,6 +232,8 @@ class Probe:
 
         def denoise_cond(self, x, sigma, state):
             key = {"reference": "reference", "grad": "grad_forward", "plain": "reinvert"}.get(state.phase, "reinvert")
+            if state.phase == "plain" and state.capture:
+                key = "reference"  # the guidance branch's feature pass
             with probe.timed(key):
                 out = orig_cond(self, x, sigma, state)
             if state.phase == "reference":
@@ -242,8 +249,11 @@ class Probe:
             x = args[0] if args else kwargs.get("x")
             st = (kwargs.get("transformer_options") or {}).get("dragon")
             ph = getattr(st, "phase", None)
-            probe.calls[{"reference": "reference", "generate": "generate", "grad": "grad",
-                         "plain": "reinvert"}.get(ph, "other")] += 1
+            phase = {"reference": "reference", "generate": "generate", "grad": "grad", "plain": "reinvert"}.get(ph, "other")
+            if ph == "plain" and st.capture:
+                phase = "reference"  # the guidance branch's feature pass (truncated), not a re-inversion
+            probe.calls[phase] += 1
+            probe.images_by[phase] += int(x.shape[0])
             probe.images += int(x.shape[0])
 
         h = self.unet.register_forward_pre_hook(pre_hook, with_kwargs=True)
@@ -255,12 +265,44 @@ class Probe:
             be.ComfyBackend.denoise_cfg, be.ComfyBackend.denoise_cond, core._guidance = orig_cfg, orig_cond, orig_guid
 
 
+def official_unet_images(pack, steps: int, schedule: str = "diffeditor", cross_image: bool = False) -> dict:
+    """UNet images (batch items) of the official edit over the same schedule, counted from its code
+    (shared/design/dragondiffusion.md §1.3-1.5, §7.2): inversion, one forward per step (cross-image modes invert
+    [base, reference] as one batch of 2); generation, one CFG forward of 2 images per pass (a pass per step plus
+    the time-travel repeats); guidance, per evaluation (every pass of a guided step) a no-grad truncated estimator
+    forward on the stored latent (base and reference in cross-image modes) and a truncated forward with gradient
+    of 1 image; time travel, one re-inversion forward of 1 image after every pass of a repeated step (the last
+    one's result is discarded; the pack skips it). K/V come from the bank filled
+    during the inversion. Truncated passes count as whole images; the backward passes (one per evaluation on
+    both sides) are not forwards and are not counted."""
+    sched = sys.modules[f"{pack.__name__}.dragon_core.schedule"]
+    plan = sched.plan_steps(steps, schedule, 0.0, 0.6, 0.4, 3)
+    passes = sum(p.repeats for p in plan)
+    evaluations = sum(p.repeats for p in plan if p.guided)
+    reinvert = sum(p.repeats for p in plan if p.repeats > 1)  # after every pass, the last one's discarded (§4.4)
+    b = 2 if cross_image else 1
+    return {"inversion": b * steps, "generate": 2 * passes, "estimator": b * evaluations, "grad": evaluations,
+            "reinvert": reinvert, "total": b * steps + 2 * passes + (b + 1) * evaluations + reinvert}
+
+
+def check_official_count(pack) -> None:
+    """The count above reproduces the spec's own 50-step figures (§7.2): 50 inversion forwards, 50 + 8 CFG
+    forwards of 2, 28 evaluations of 1 + 1 forwards, 12 re-inversions; 'D': 50 + 50 + 30 evaluations."""
+    d = official_unet_images(pack, 50)
+    assert (d["inversion"], d["generate"], d["grad"], d["estimator"], d["reinvert"]) == (50, 116, 28, 28, 12), d
+    dd = official_unet_images(pack, 50, "dragondiffusion")
+    assert (dd["generate"], dd["grad"], dd["reinvert"]) == (100, 30, 0), dd
+
+
 @contextmanager
 def variant(pack, name: str):
     """Switch one optimisation off for the duration (the 'before' of a before/after pair)."""
     be = sys.modules[f"{pack.__name__}.nodes.backend"]
     att = sys.modules[f"{pack.__name__}.dragon_core.attention"]
-    saved = (be.WEIGHT_COPY_ONLY_IN_GRAD, be.DROP_SAVED_WEIGHT_COPIES, att.BranchState.reset_capture)
+    saved = (be.ALIAS_WEIGHTS_IN_GRAD, be.WEIGHT_COPY_ONLY_IN_GRAD, be.DROP_SAVED_WEIGHT_COPIES,
+             att.BranchState.reset_capture)
+    if name in ("weight_copies", "copy_every_pass", "keep_weight_copies", "pre7"):
+        be.ALIAS_WEIGHTS_IN_GRAD = False
     if name in ("copy_every_pass", "pre7"):
         be.WEIGHT_COPY_ONLY_IN_GRAD = False
     if name in ("keep_weight_copies", "pre7"):
@@ -271,7 +313,8 @@ def variant(pack, name: str):
     try:
         yield
     finally:
-        be.WEIGHT_COPY_ONLY_IN_GRAD, be.DROP_SAVED_WEIGHT_COPIES, att.BranchState.reset_capture = saved
+        be.ALIAS_WEIGHTS_IN_GRAD, be.WEIGHT_COPY_ONLY_IN_GRAD, be.DROP_SAVED_WEIGHT_COPIES, \
+            att.BranchState.reset_capture = saved
 
 
 def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem: Mem, out_runs: list, save):
@@ -315,7 +358,7 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
             mem.start()
             sync()
             t, c = time.perf_counter(), time.process_time()
-            inv, _ = inv_mod.run_inversion(model, pos, lat, steps)
+            inv, _ = inv_mod.run_inversion(model, pos, lat, steps, kv_bank_mb=0)
             sync()
             t_inv, c_inv = time.perf_counter() - t, time.process_time() - c
             inv_calls = dict(probe.calls)
@@ -329,6 +372,17 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
             print(f"[rep {rep + 1}] floor: invert {t_inv:.1f} s ({inv_calls['other']} UNet calls) + KSampler ddim "
                   f"{t_ks:.1f} s ({probe.calls['other'] - inv_calls['other']} calls) = {t_inv + t_ks:.1f} s "
                   f"(process CPU {c_inv + c_ks:.1f} s), peak RSS {floor['peak_rss_gb']:.2f} GB", flush=True)
+            # the edit's DDIM Invert records the K/V memory bank (the same UNet passes as the floor's inversion)
+            mem.start()
+            sync()
+            t, c = time.perf_counter(), time.process_time()
+            inv_bank, _ = inv_mod.run_inversion(model, pos, lat, steps)
+            sync()
+            t_inv_bank, c_inv_bank = time.perf_counter() - t, time.process_time() - c
+            bank = inv_bank.kv_bank
+            print(f"[rep {rep + 1}] DDIM Invert with the K/V bank: {t_inv_bank:.1f} s (process CPU {c_inv_bank:.1f} s; "
+                  f"plain {t_inv:.1f} s), bank {len(bank.steps)} of {steps} steps, {bank.nbytes / 2**20:.1f} MiB, "
+                  f"peak RSS {mem.read()['peak_rss_gb']:.2f} GB", flush=True)
             inv_bytes = sum(x.numel() * x.element_size() for x in inv.latents)
             for mode in args.modes:
                 spec = guidance(pack, mode, w, h)
@@ -336,50 +390,64 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
                 if rep > 0 and mode != args.modes[0]:
                     continue  # second repetition: only the main comparison
                 for var in (args.variants if mode == args.modes[0] else ["pack"]):
-                    if rep > 0 and var not in ("pack", "pre7"):
+                    if rep > 0 and var not in ("pack", "no_kv_bank"):
                         continue
+                    banked = var != "no_kv_bank"
+                    inv_used, t_i, c_i = (inv_bank, t_inv_bank, c_inv_bank) if banked else (inv, t_inv, c_inv)
                     probe.reset()
                     with variant(pack, var):
                         mm.load_models_gpu([model])
                         mem.start()
                         sync()
                         t, c = time.perf_counter(), time.process_time()
-                        _, job = smp.run_dragon(patched, pos, neg, inv, spec, steps, args.cfg, 5)
+                        _, job = smp.run_dragon(patched, pos, neg, inv_used, spec, steps, args.cfg, 5)
                         sync()
                         t_dr, c_dr = time.perf_counter() - t, time.process_time() - c
                     m = mem.read()
                     pt = dict(probe.t)
                     backward = pt["guidance_total"] - pt["grad_forward"]
                     other = t_dr - (pt["reference"] + pt["generate"] + pt["guidance_total"] + pt["reinvert"])
-                    edit_total = t_inv + t_dr
+                    edit_total = t_i + t_dr
+                    bank_bytes = bank.nbytes if banked else 0
                     state = {"kv_bytes_per_step": probe.kv_bytes, "features_bytes": probe.feat_bytes,
-                             "inversion_latents_bytes": inv_bytes,
-                             "total_bytes": probe.kv_bytes + probe.feat_bytes + inv_bytes,
+                             "inversion_latents_bytes": inv_bytes, "kv_bank_bytes": bank_bytes,
+                             "total_bytes": probe.kv_bytes + probe.feat_bytes + inv_bytes + bank_bytes,
                              "official_kv_bank_bytes": probe.kv_bytes * steps}
+                    ours_images = {"inversion": inv_calls["other"], **{k: v for k, v in probe.images_by.items()
+                                                                       if k != "other"}}
+                    ours_images["total"] = sum(ours_images.values())
+                    official = official_unet_images(pack, steps, spec.schedule, cross_image=False)
                     row = {**base, "rep": rep + 1, "mode": mode, "schedule": spec.schedule, "variant": var,
-                           "invert_s": t_inv, "reference_s": pt["reference"], "generate_s": pt["generate"],
+                           "kv_banked_steps": job.stats.kv_banked, "unet_images_by_phase": ours_images,
+                           "official_unet_images": official,
+                           "invert_s": t_i, "reference_s": pt["reference"], "generate_s": pt["generate"],
                            "grad_forward_s": pt["grad_forward"], "grad_backward_energy_s": backward,
                            "reinvert_s": pt["reinvert"], "other_s": other, "dragon_sampler_s": t_dr,
                            "edit_total_s": edit_total, "floor": floor, "edit_over_floor": edit_total / floor["total_s"],
-                           "cpu_s": {**{k: round(v, 2) for k, v in probe.cpu.items()}, "dragon_sampler": c_dr,
-                                     "edit_total": c_inv + c_dr},
-                           "edit_over_floor_cpu": (c_inv + c_dr) / floor["total_cpu_s"],
+                           "cpu_s": {**{k: round(v, 2) for k, v in probe.cpu.items()}, "invert": c_i,
+                                     "dragon_sampler": c_dr, "edit_total": c_i + c_dr},
+                           "edit_over_floor_cpu": (c_i + c_dr) / floor["total_cpu_s"],
                            "unet_calls": dict(probe.calls), "unet_images": probe.images,
                            "guided_steps": job.stats.guided_steps, "edit_state": state, **m,
                            "unet_copies": 1 if job is not None and patched.model is model.model else 2}
                     out_runs.append(row)
                     save()
                     c = probe.calls
-                    print(f"[rep {rep + 1}] {mode:4s} {var:18s} edit {edit_total:6.1f} s = invert {t_inv:.1f} + "
+                    print(f"[rep {rep + 1}] {mode:4s} {var:18s} edit {edit_total:6.1f} s = invert {t_i:.1f} + "
                           f"reference {pt['reference']:.1f} + generate {pt['generate']:.1f} + grad fwd "
                           f"{pt['grad_forward']:.1f} + grad bwd/energy {backward:.1f} + re-invert {pt['reinvert']:.1f}"
                           f" + other {other:.1f}; edit/floor {edit_total / floor['total_s']:.2f} (process CPU "
-                          f"{c_inv + c_dr:.1f} s, {(c_inv + c_dr) / floor['total_cpu_s']:.2f}x); UNet calls "
+                          f"{c_i + c_dr:.1f} s, {(c_i + c_dr) / floor['total_cpu_s']:.2f}x); UNet calls "
                           f"ref {c['reference']} gen {c['generate']} grad {c['grad']} reinv {c['reinvert']}; "
+                          f"UNet images {ours_images['total']} (inversion {ours_images['inversion']}, reference "
+                          f"{ours_images['reference']}, generate {ours_images['generate']}, grad {ours_images['grad']}, "
+                          f"re-invert {ours_images['reinvert']}; official {official['total']}), K/V banked on "
+                          f"{job.stats.kv_banked} steps; "
                           f"peak RSS {m['peak_rss_gb']:.2f} GB"
                           + (f", CUDA max {m['cuda_max_allocated_gb']:.2f} GB" if cuda else "")
                           + f"; edit state {state['total_bytes'] / 2**20:.1f} MiB (K/V {probe.kv_bytes / 2**20:.1f}"
-                          f" + features {probe.feat_bytes / 2**20:.1f} + inversion {inv_bytes / 2**20:.2f})",
+                          f" + features {probe.feat_bytes / 2**20:.1f} + inversion {inv_bytes / 2**20:.2f} + bank "
+                          f"{bank_bytes / 2**20:.1f})",
                           flush=True)
     del model, patched
     mm.unload_all_models()
@@ -397,7 +465,7 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="default 10 on CPU, 50 with --gpu (25: the short schedule)")
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--modes", default="move,drag")
-    ap.add_argument("--variants", default="pack,pre7,copy_every_pass,keep_weight_copies,full_unet_grad",
+    ap.add_argument("--variants", default="pack,no_kv_bank,weight_copies,pre7,full_unet_grad",
                     help="before/after switches run on the first mode: " + "; ".join(f"{k}: {v}"
                                                                                   for k, v in VARIANTS.items()))
     ap.add_argument("--dtype", default=None, help="fp32 / fp16 / bf16 / bf16-fp32 (default fp32 on CPU, fp16 on GPU)")
@@ -426,6 +494,7 @@ def main():
     sdxl = args.sdxl_sizes if args.sdxl_sizes is not None else ("1024" if args.gpu else "256")
     dtype = args.dtype or ("fp16" if gpu else "fp32")
     pack, nodes_mod = setup_comfy(device)
+    check_official_count(pack)
     import comfy.model_management as mm
 
     info = {"device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}, "

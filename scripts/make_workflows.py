@@ -78,7 +78,7 @@ def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15
         (4, "CLIPTextEncode", [("text", "")], {"clip": (1, 1)}),
         editor,
         (6, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 2)}),
-        (7, "DragonDiffusion_DDIMInvert", [("steps", steps)], {"model": (1, 0), "positive": (3, 0), "latent": (6, 0)}),
+        (7, "DragonDiffusion_DDIMInvert", [("steps", steps), ("kv_bank_mb", 4096)], {"model": (1, 0), "positive": (3, 0), "latent": (6, 0)}),
         (8, "DragonDiffusion_GuidanceSetup", setup_w, guide_links),
         (9, "DragonDiffusion_CrossBranchAttention", window, {"model": (1, 0)}),
         (10, "DragonDiffusion_Sampler", [("steps", steps), ("cfg", 5.0 if mode == "appearance" else 4.0), ("seed", 42),
@@ -92,7 +92,7 @@ def graph(mode: str, points: list, setup: dict, prompt: str, family: str = "sd15
             (13, "LoadImage", [("image", "reference.png"), ("upload", "image")], {}),
             (14, "VAEEncode", [], {"pixels": (13, 0), "vae": (1, 2)}),
             (15, "CLIPTextEncode", [("text", ref_prompt)], {"clip": (1, 1)}),
-            (16, "DragonDiffusion_DDIMInvert", [("steps", steps)], {"model": (1, 0), "positive": (15, 0), "latent": (14, 0)}),
+            (16, "DragonDiffusion_DDIMInvert", [("steps", steps), ("kv_bank_mb", 4096)], {"model": (1, 0), "positive": (15, 0), "latent": (14, 0)}),
         ]
         guide_links.update(reference_mask=(13, 1), reference_inversion=(16, 0))
     return nodes
@@ -241,7 +241,7 @@ def toy_graph() -> list:
         (2, "DragonToy_Scene", [("mode", "move"), ("scene", TOY_SCENE)], {}),
         (3, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(TOY_DRAG_POINTS))], {"image": (2, 0), "mask": (2, 2)}),
         (4, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 1)}),
-        (5, "DragonDiffusion_DDIMInvert", [("steps", 50)], {"model": (1, 0), "positive": (1, 2), "latent": (4, 0)}),
+        (5, "DragonDiffusion_DDIMInvert", [("steps", 50), ("kv_bank_mb", 4096)], {"model": (1, 0), "positive": (1, 2), "latent": (4, 0)}),
         (6, "DragonDiffusion_GuidanceSetup", setup_w, {"object_mask": (3, 0), "points": (3, 1)}),
         (7, "DragonDiffusion_CrossBranchAttention", [("mode", "auto"), ("start", 0.1), ("end", 1.0), ("source", "inversion")], {"model": (1, 0)}),
         (8, "DragonDiffusion_Sampler", [("steps", 50), ("cfg", 1.0), ("seed", 42), ("control_after_generate", "fixed")],

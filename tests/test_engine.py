@@ -63,7 +63,8 @@ def test_energy_gradient_is_nonzero_and_lowers_the_energy_under_inference_mode(c
             c = (1 / (1 + sigma**2)) ** 0.5
             with torch.no_grad():
                 ref = [f.clone() for f in feats(x_ref.clone() * c, st)]
-            with torch.enable_grad():
+            with torch.enable_grad(), comfy.module("nodes.backend").autograd_weights(clone.model.diffusion_model,
+                                                                                       on=True):
                 z = (x_ref.clone() * c).requires_grad_(True)
                 e_edit, _ = plan.energy(feats(z, st), ref)
                 (g,) = torch.autograd.grad(e_edit, z)
@@ -75,7 +76,7 @@ def test_energy_gradient_is_nonzero_and_lowers_the_energy_under_inference_mode(c
 
 
 def test_backward_needs_the_grad_ready_clone(comfy, setup):
-    """Without the weight wrappers the inference-tensor weights break backprop (the ComfyUI trap)."""
+    """Without the backend's autograd_weights the inference-tensor weights break backprop (the ComfyUI trap)."""
     import comfy.model_management as mm
 
     model, cond = setup["model"], setup["cond"]

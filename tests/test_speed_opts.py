@@ -21,6 +21,7 @@ class _Probe:
 
     def __init__(self, unet, weight_copy):
         self.unet, self.weight_copy, self.seen = unet, weight_copy, set()
+        self.inference, self.memory = set(), set()
 
     def __deepcopy__(self, memo):
         return self
@@ -31,6 +32,9 @@ class _Probe:
             wrapped = any(isinstance(f, self.weight_copy) for m in self.unet.modules()
                           for f in getattr(m, "weight_function", []))
             self.seen.add((st.phase, wrapped))
+            params = list(self.unet.parameters())
+            self.inference.add((st.phase, all(p.is_inference() for p in params)))
+            self.memory.add((st.phase, tuple(p.data_ptr() for p in params)))
         return h, hsp
 
 
@@ -41,26 +45,48 @@ def _edit(comfy, setup, model):
     return out, job
 
 
-def test_weights_are_copied_only_in_the_gradient_pass_and_results_do_not_change(comfy, setup):
+def test_the_gradient_pass_reads_the_loaded_weights_without_copies_and_puts_them_back(comfy, setup):
+    """#22: autograd cannot save inference tensors (how ComfyUI loads weights); the gradient pass sees normal
+    tensors on the loaded weights' own memory, and the model's parameters are its own again afterwards."""
     be = comfy.module("nodes.backend")
-    probe = _Probe(setup["model"].model.diffusion_model, be.WeightCopy)
+    unet = setup["model"].model.diffusion_model
+    before = [(m, n, p) for m in unet.modules() for n, p in m._parameters.items() if p is not None]
+    probe = _Probe(unet, be.WeightCopy)
     model = setup["model"].clone()
     model.set_model_output_block_patch(probe)
     out, job = _edit(comfy, setup, model)
     assert job.stats.unet_calls["grad"] > 0
-    phases = dict(probe.seen)
-    assert phases.get("grad") is True, probe.seen
-    assert ("generate", True) not in probe.seen and ("reference", True) not in probe.seen, probe.seen
-    assert ("generate", False) in probe.seen
-    # the pre-#7 behaviour (copies in every pass, all kept until the backward) gives the same edit
-    be.WEIGHT_COPY_ONLY_IN_GRAD = be.DROP_SAVED_WEIGHT_COPIES = False
+    assert not any(wrapped for _, wrapped in probe.seen), probe.seen  # no weight wrapper acts in any pass
+    assert ("grad", False) in probe.inference and ("grad", True) not in probe.inference  # normal tensors
+    assert ("generate", True) in probe.inference  # the other passes run on the loaded weights as they are
+    assert len({ptrs for _, ptrs in probe.memory}) == 1  # every pass on the same memory: nothing copied
+    assert all(m._parameters[n] is p for m, n, p in before) and all(p.is_inference() for _, _, p in before)
+    # #7's way (weight copies in the gradient pass only) and the pre-#7 way (copies in every pass, kept until
+    # the backward) give the same edit
+    be.ALIAS_WEIGHTS_IN_GRAD = False
     try:
         probe.seen.clear()
-        before, _ = _edit(comfy, setup, model)
+        copies, _ = _edit(comfy, setup, model)
+        assert dict(probe.seen).get("grad") is True and ("generate", True) not in probe.seen, probe.seen
+        be.WEIGHT_COPY_ONLY_IN_GRAD = be.DROP_SAVED_WEIGHT_COPIES = False
+        probe.seen.clear()
+        pre7, _ = _edit(comfy, setup, model)
         assert ("generate", True) in probe.seen
     finally:
-        be.WEIGHT_COPY_ONLY_IN_GRAD = be.DROP_SAVED_WEIGHT_COPIES = True
-    assert torch.allclose(out, before, atol=1e-5, rtol=1e-5), float((out - before).abs().max())
+        be.ALIAS_WEIGHTS_IN_GRAD = be.WEIGHT_COPY_ONLY_IN_GRAD = be.DROP_SAVED_WEIGHT_COPIES = True
+    assert torch.equal(out, copies), float((out - copies).abs().max())
+    assert torch.allclose(out, pre7, atol=1e-5, rtol=1e-5), float((out - pre7).abs().max())
+
+
+def test_the_loaded_weights_come_back_when_the_gradient_pass_fails(comfy, setup):
+    be = comfy.module("nodes.backend")
+    unet = setup["model"].model.diffusion_model
+    before = [(m, n, p) for m in unet.modules() for n, p in m._parameters.items() if p is not None]
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with be.autograd_weights(unet, on=True):
+            assert not any(p.is_inference() for p in unet.parameters())
+            raise RuntimeError("interrupted")
+    assert all(m._parameters[n] is p for m, n, p in before)
 
 
 @pytest.mark.parametrize("drop", [True, False])
@@ -68,6 +94,7 @@ def test_autograd_keeps_no_weight_copy_for_the_backward(comfy, setup, drop):
     import comfy.model_management as mm
 
     be = comfy.module("nodes.backend")
+    be.ALIAS_WEIGHTS_IN_GRAD = False  # #7's weight copies (bench_speed's weight_copies variant)
     clone = comfy.module("nodes.sampler").grad_ready_clone(setup["model"])
     x = setup["inv"].reference(3)
     be.DROP_SAVED_WEIGHT_COPIES = drop
@@ -81,7 +108,7 @@ def test_autograd_keeps_no_weight_copy_for_the_backward(comfy, setup, drop):
                 held = len(be._COPY_SOURCE)
                 (g,) = torch.autograd.grad(out.pow(2).sum(), z)
     finally:
-        be.DROP_SAVED_WEIGHT_COPIES = True
+        be.DROP_SAVED_WEIGHT_COPIES = be.ALIAS_WEIGHTS_IN_GRAD = True
     assert torch.isfinite(g).all() and g.abs().sum() > 0
     if drop:
         assert held == 0, f"{held} weight copies outlived the forward"
