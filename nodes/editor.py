@@ -78,9 +78,20 @@ def _tint(img: torch.Tensor, cover: torch.Tensor, color, alpha: float) -> None:
     img.lerp_(torch.tensor(color, dtype=img.dtype), cover.to(img.dtype)[..., None] * alpha)
 
 
+# The overlay colours the canvas editor offers for the mask (web/js/dragon_editor.js has the same table); the
+# reference region is always blue. The preview output draws what the canvas shows.
+MASK_COLORS = {"red": (1.0, 0.275, 0.275), "green": (0.2, 0.85, 0.3), "blue": (0.235, 0.55, 1.0),
+               "yellow": (1.0, 0.9, 0.15), "cyan": (0.1, 0.9, 0.95), "magenta": (1.0, 0.25, 0.9),
+               "white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+REFERENCE_COLOR = MASK_COLORS["blue"]
+DEFAULT_OPACITY = 0.45
+
+
 def render_preview(image: torch.Tensor, mask: torch.Tensor | None, points: DragPoints,
-                   reference: torch.Tensor | None = None) -> torch.Tensor:
-    """The image with the mask tinted white, the reference region blue, each handle (red) -> target (blue) drawn.
+                   reference: torch.Tensor | None = None, mask_color: str = "red",
+                   opacity: float = DEFAULT_OPACITY) -> torch.Tensor:
+    """The image with the mask tinted in `mask_color` and the reference region blue at `opacity` (as on the
+    node's canvas), each handle (red) -> target (blue) drawn.
 
     The arrows and points are drawn on a canvas of at most PREVIEW_CANVAS pixels a side and scaled up to the
     image, so the cost is the image's pixels plus the points' discs, whatever the image size and arrow length
@@ -88,10 +99,10 @@ def render_preview(image: torch.Tensor, mask: torch.Tensor | None, points: DragP
     Cancel is honoured while it draws."""
     img = image[0].float().clone()
     h, w = img.shape[:2]
-    if mask is not None:
-        _tint(img, mask[0] > 0.5, (1.0, 1.0, 1.0), 0.35)
     if reference is not None:
-        _tint(img, reference[0] > 0.5, (0.2, 0.5, 1.0), 0.35)
+        _tint(img, reference[0] > 0.5, REFERENCE_COLOR, opacity)
+    if mask is not None:
+        _tint(img, mask[0] > 0.5, MASK_COLORS[mask_color], opacity)
     if points.pairs:
         f = max(1.0, max(w, h) / PREVIEW_CANVAS)  # image pixels per canvas pixel
         ch, cw = max(1, round(h / f)), max(1, round(w / f))
@@ -145,6 +156,11 @@ def input_file(input_name: str, name: str) -> str | None:
     name = name.strip()
     if not name:
         return None
+    if name.startswith("data:"):
+        # the canvas keeps strokes in the workflow until a queue uploads them (the page does that on Queue)
+        raise DragonInputError(NODE, input_name, "holds brush strokes that were never uploaded (a data: URL).",
+                               "Queue the workflow from the ComfyUI page, which uploads them, or export it in API "
+                               "format from there; or name a PNG in ComfyUI's input folder.")
     if name.endswith(" [input]"):
         name = name[: -len(" [input]")].strip()
     elif re.search(r" \[(output|temp)\]$", name):
@@ -274,6 +290,11 @@ class MaskPointEditor(io.ComfyNode):
                                         "(alpha = painted, red = paint/erase). Empty: no brush strokes."),
                 io.String.Input("editor_reference", default="", optional=True,
                                 tooltip="The reference brush layer, like editor_mask. Empty: no brush strokes."),
+                io.Combo.Input("mask_color", options=list(MASK_COLORS), default="red", optional=True,
+                               tooltip="Colour of the mask on the canvas and in the preview output (pick one that "
+                                       "stands out from the object). The reference region is blue."),
+                io.Float.Input("mask_opacity", default=DEFAULT_OPACITY, min=0.1, max=1.0, step=0.05, optional=True,
+                               tooltip="Opacity of the mask and reference colours on the canvas and in the preview."),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask", tooltip="The mask at the image size (empty if none was given)."),
@@ -299,12 +320,19 @@ class MaskPointEditor(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, points, mask=None, reference=None, points_size="", editor_mask="",
-                editor_reference="") -> io.NodeOutput:
+                editor_reference="", mask_color="red", mask_opacity=DEFAULT_OPACITY) -> io.NodeOutput:
         if not isinstance(image, torch.Tensor) or image.ndim != 4:
             raise DragonInputError(NODE, "image", "must be an IMAGE.", "Connect Load Image (or any IMAGE output).")
         if image.shape[0] != 1:
             raise DragonInputError(NODE, "image", f"has a batch of {image.shape[0]}; the editor takes one image.",
                                    "Pick one image of the batch first (e.g. Image From Batch).")
+        if mask_color not in MASK_COLORS:  # ComfyUI does not check V3 combo values
+            raise DragonInputError(NODE, "mask_color", f"unknown colour {str(mask_color)[:40]!r}.",
+                                   f"Choose one of {', '.join(MASK_COLORS)}.")
+        if not isinstance(mask_opacity, (int, float)) or isinstance(mask_opacity, bool) or \
+                not 0.0 < float(mask_opacity) <= 1.0:
+            raise DragonInputError(NODE, "mask_opacity", f"must be a number in (0, 1], got {mask_opacity!r}.",
+                                   f"Use {DEFAULT_OPACITY}.")
         _, h, w, _ = image.shape
         notes = []
         placed = parse_size(points_size) or (w, h)
@@ -324,8 +352,11 @@ class MaskPointEditor(io.ComfyNode):
         out_mask = m[None] if m is not None else torch.zeros(1, h, w)
         out_ref = ref[None] if ref is not None else torch.zeros(1, h, w)
         dp = DragPoints(pairs=pairs, width=w, height=h)
-        preview = render_preview(image, out_mask if m is not None else None, dp, out_ref if ref is not None else None)
-        shown = ui.PreviewImage(preview, cls=cls).as_dict()
+        preview = render_preview(image, out_mask if m is not None else None, dp, out_ref if ref is not None else None,
+                                 mask_color, float(mask_opacity))
+        # no "images" entry: the node's canvas shows the image with its overlays (the Nodes 2.0 renderer would
+        # show the preview as a second picture under it); the preview output goes to Preview Image
+        shown = {}
         state = {"image": _save_temp(image[:1, ..., :3], "dragon_editor_image"), "width": w, "height": h,
                  "mask": _save_temp(base[None, ..., None].expand(-1, -1, -1, 3), "dragon_editor_mask") if base is not None else None,
                  "reference": (_save_temp(base_ref[None, ..., None].expand(-1, -1, -1, 3), "dragon_editor_ref")

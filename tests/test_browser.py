@@ -137,7 +137,16 @@ def _state(pg, nid: str) -> dict:
       if (lay.w > 1) { const d = lay.data.getContext("2d").getImageData(0, 0, lay.w, lay.h).data;
         for (let i = 3; i < d.length; i += 4) painted += d[i] > 0; }
       const up = lay.upstream ? [lay.upstream.width, lay.upstream.height] : null;
-      return {W: e.W, H: e.H, points: e.points, painted, upstream: up, widgets: {points: v("points"), points_size: v("points_size"),
+      // the upstream overlay's alpha at the middle of BOX and in a corner outside it
+      const upAt = (x, y) => lay.upstream ? lay.upstream.getContext("2d").getImageData(x, y, 1, 1).data[3] : null;
+      // what the editor's canvas shows at an image pixel (RGB)
+      const c = e.canvas; const k = c.width / Math.max(1, e.W);
+      const shown = (x, y) => Array.from(c.getContext("2d").getImageData(Math.floor((x + 0.5) * k),
+                                                                           Math.floor((y + 0.5) * k), 1, 1).data).slice(0, 3);
+      return {W: e.W, H: e.H, points: e.points, painted, upstream: up, brush: e.brush, hint: e.hint.textContent,
+              upBox: upAt(108, 14), upOut: upAt(2, 2), shownBox: e.W ? shown(108, 14) : null,
+              shownOut: e.W ? shown(2, 2) : null,
+              widgets: {points: v("points"), points_size: v("points_size"),
               editor_mask: v("editor_mask"), editor_reference: v("editor_reference")},
               notes: Array.from(document.querySelectorAll(".dragon-note")).map(d => d.textContent)};
     }""", nid)
@@ -152,6 +161,20 @@ def _wait(pg, nid: str, cond, what: str, timeout: float = 30) -> dict:
         if time.time() > end:
             raise AssertionError(f"timed out waiting for {what}: {json.dumps(st)[:1500]}")
         time.sleep(0.1)
+
+
+def _settled_box(pg, locator, timeout: float = 10) -> dict:
+    """The element's bounding box once the node's layout has stopped changing (the Nodes 2.0 renderer sizes a
+    node over a few frames after it is added)."""
+    end = time.time() + timeout
+    box = locator.bounding_box()
+    while time.time() < end:
+        pg.wait_for_timeout(250)
+        again = locator.bounding_box()
+        if again == box:
+            return box
+        box = again
+    raise AssertionError(f"the editor canvas kept moving: {box}")
 
 
 def _screen(box: dict, x: float, y: float) -> tuple[float, float]:
@@ -194,11 +217,41 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     _test_image(server.input_dir / "dragon_browser_2x.png", 2 * W, 2 * H)
     ids = pg.evaluate(BUILD, [ZOOM])
     ed, save = ids["editor"], ids["save"]
-    # the image comes from the upstream Load Image before any run
-    _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H, "the Load Image picture on the editor canvas")
+    # the image comes from the upstream Load Image before any run, and so does the mask painted in it (its
+    # alpha: BOX is transparent), shown over the picture rather than as a hole in it
+    st = _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H and s["upBox"] == 255 and "Click a handle" in s["hint"],
+               "the Load Image picture, its mask and the start hint on the editor canvas")
+    assert st["upOut"] == 0, st
     canvas = pg.locator(".dragon-canvas").first
     box = canvas.bounding_box()
     assert box["width"] > W and abs(box["width"] / box["height"] - W / H) < 0.02, box
+    # where the mask is, the picture is blended with the mask colour at the mask opacity (red, 0.45 by default)
+    x, y = 108, 14
+    pixel = np.array([x * 255 // (W - 1), y * 255 // (H - 1), ((x + y) % 64) * 4])
+
+    def tinted(rgb, a=0.45):
+        return (pixel * (1 - a) + np.array(rgb) * a).round()
+
+    assert np.abs(np.array(st["shownBox"]) - tinted([255, 70, 70])).max() <= 6, st
+    pg.evaluate("""(id) => { const n = app.graph.getNodeById(Number(id));
+                   n.widgets.find(w => w.name === "mask_color").value = "green";
+                   n.widgets.find(w => w.name === "mask_opacity").value = 0.8; }""", ed)
+    _wait(pg, ed, lambda s: np.abs(np.array(s["shownBox"]) - tinted([51, 217, 77], 0.8)).max() <= 6,
+          "the mask shown in green at 0.8")
+    pg.evaluate("""(id) => { const n = app.graph.getNodeById(Number(id));
+                   n.widgets.find(w => w.name === "mask_opacity").value = 0.45; }""", ed)
+    pg.evaluate("""(id) => { const n = app.graph.getNodeById(Number(id));
+                   n.widgets.find(w => w.name === "mask_color").value = "red"; }""", ed)
+    # the wheel over the editor zooms the graph, as anywhere else
+    scale0 = pg.evaluate("() => app.canvas.ds.scale")
+    pg.mouse.move(*_screen(box, W / 2, H / 2))
+    pg.mouse.wheel(0, -120)
+    pg.wait_for_timeout(300)
+    assert pg.evaluate("() => app.canvas.ds.scale") > scale0 * 1.01
+    pg.evaluate("([z]) => { app.canvas.ds.scale = z; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true); }",
+                [ZOOM])
+    pg.wait_for_timeout(300)
+    box = canvas.bounding_box()
 
     # two handle->target pairs; the first target is placed off and dragged to its place
     (h1, t1), (h2, t2) = PAIRS
@@ -217,10 +270,15 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     st = _state(pg, ed)
     assert st["points"] == [list(p) for pair in PAIRS for p in pair], st
 
-    # a brush stroke on the mask layer
+    # a brush stroke on the mask layer; the brush size steps by a quarter, or is typed
     pg.locator(".dragon-editor button", has_text="Mask").first.click()
-    pg.evaluate("""([id, r]) => { const s = app.graph.getNodeById(Number(id)).dragonEditor.sizeInput;
-                   s.value = String(r); s.dispatchEvent(new Event("input")); }""", [ed, BRUSH])
+    pg.locator(".dragon-editor button", has_text="+").first.click()
+    assert _state(pg, ed)["brush"] == 20
+    size = pg.locator(".dragon-editor .dragon-size").first
+    size.fill(str(BRUSH))
+    size.press("Enter")
+    assert _state(pg, ed)["brush"] == BRUSH
+    files_before = set((server.input_dir / "dragon_editor").glob("*.png")) if (server.input_dir / "dragon_editor").is_dir() else set()
     pg.mouse.move(*_screen(box, *STROKE[0]))
     pg.mouse.down()
     pg.mouse.move(*_screen(box, *STROKE[1]), steps=12)
@@ -229,9 +287,11 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     pg.mouse.down(button="right")
     pg.mouse.move(*_screen(box, *ERASE[1]), steps=6)
     pg.mouse.up(button="right")
-    st = _wait(pg, ed, lambda s: s["widgets"]["editor_mask"].startswith("dragon_editor/"), "the mask upload")
-    uploaded = server.input_dir / st["widgets"]["editor_mask"]
-    assert uploaded.is_file(), uploaded
+    # the strokes are kept in the workflow (and its undo history) until a queue: nothing uploaded per stroke
+    st = _wait(pg, ed, lambda s: s["widgets"]["editor_mask"].startswith("data:image/png;base64,"), "the strokes")
+    pg.wait_for_timeout(500)
+    files_now = set((server.input_dir / "dragon_editor").glob("*.png")) if (server.input_dir / "dragon_editor").is_dir() else set()
+    assert files_now == files_before, "a brush stroke uploaded a file"
     assert st["widgets"]["points_size"] == f"{W}x{H}"
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -244,6 +304,11 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     # queue: the backend gets exactly these points in image pixels and a mask covering the stroke
     h = _queue_and_wait(server, pg)
     assert h["status"]["status_str"] == "success", json.dumps(h["status"])[:3000]
+    st = _state(pg, ed)
+    assert st["widgets"]["editor_mask"].startswith("dragon_editor/"), st["widgets"]["editor_mask"][:80]
+    uploaded = server.input_dir / st["widgets"]["editor_mask"]
+    assert uploaded.is_file(), uploaded
+    assert set((server.input_dir / "dragon_editor").glob("*.png")) - files_before == {uploaded}  # one upload
     got = h["outputs"][ed]["dragon_editor"][0]
     assert got["points"] == [[*hd, *tg] for hd, tg in PAIRS]
     assert (got["width"], got["height"]) == (W, H) and got["notes"] == []
@@ -388,3 +453,63 @@ def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
     undo_redo("Control+y", 3)
     assert _state(pg, ed)["points"] == [list(p) for p in pts[:3]]
     assert json.loads(_state(pg, ed)["widgets"]["points"]) == [{"x": x, "y": y} for x, y in pts[:3]]
+
+
+def test_the_editor_works_the_same_in_the_nodes_2_renderer(page, server):
+    """Nodes 2.0 (the Vue renderer the frontend invites every user to switch to): the state widgets are hidden,
+    the Load Image picture shows before a run in a canvas that fills the node, clicks and strokes land on the
+    image pixels under the pointer, the wheel zooms the graph, and after a run there is no second copy of the
+    picture under the canvas."""
+    pg = page
+    _test_image(server.input_dir / "dragon_browser.png", W, H, BOX)
+    pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        ids = pg.evaluate(BUILD, [1.0])
+        ed = ids["editor"]
+        node = pg.locator(f'[data-node-id="{ed}"]')
+        node.locator(".dragon-canvas").wait_for(timeout=30_000)
+        st = _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H and s["upBox"] == 255,
+                   "the Load Image picture and its mask in the Nodes 2.0 node")
+        text = node.inner_text()
+        for hidden in ("points_size", "editor_mask", "editor_reference"):
+            assert hidden not in text, f"{hidden} is shown in the Nodes 2.0 node"
+        assert "mask_color" in text or "mask color" in text.lower()
+        assert node.locator("textarea:visible").count() == 0, "the points JSON box is shown"
+        canvas = node.locator(".dragon-canvas")
+        box = _settled_box(pg, canvas)
+        pos0 = pg.evaluate(f"() => Array.from(app.graph.getNodeById({ed}).pos)")
+        assert box["width"] >= 300 and abs(box["width"] / box["height"] - W / H) < 0.03, box
+        (h1, t1), (h2, t2) = PAIRS
+        # the canvas shown is this node's editor's, though the graph before (built in the classic renderer) had
+        # an editor node with the same id
+        sx, sy = _screen(box, h1[0] + 0.5, h1[1] + 0.5)
+        assert pg.evaluate("""([x, y, id]) => document.elementFromPoint(x, y) ===
+                              app.graph.getNodeById(Number(id)).dragonEditor.canvas""", [sx, sy, ed])
+        for x, y in (h1, t1, h2, t2):
+            pg.mouse.click(*_screen(box, x + 0.5, y + 0.5))
+        st = _state(pg, ed)
+        assert st["points"] == [list(p) for pair in PAIRS for p in pair], st
+        pg.locator(f'[data-node-id="{ed}"] .dragon-editor button', has_text="Mask").first.click()
+        pg.mouse.move(*_screen(box, *STROKE[0]))
+        pg.mouse.down()
+        pg.mouse.move(*_screen(box, *STROKE[1]), steps=8)
+        pg.mouse.up()
+        _wait(pg, ed, lambda s: s["painted"] > 0 and s["widgets"]["editor_mask"].startswith("data:"), "the stroke")
+        pos = pg.evaluate(f"() => Array.from(app.graph.getNodeById({ed}).pos)")
+        assert pos == pos0, f"the click or stroke dragged the node: {pos0} -> {pos}"
+        scale0 = pg.evaluate("() => app.canvas.ds.scale")
+        pg.mouse.move(*_screen(box, W / 2, H / 2))
+        pg.mouse.wheel(0, -120)
+        pg.wait_for_timeout(300)
+        assert pg.evaluate("() => app.canvas.ds.scale") != scale0, "the wheel over the editor did not zoom"
+        h = _queue_and_wait(server, pg)
+        assert h["status"]["status_str"] == "success", json.dumps(h["status"])[:3000]
+        got = h["outputs"][ed]["dragon_editor"][0]
+        assert got["points"] == [[*hd, *tg] for hd, tg in PAIRS]
+        pg.wait_for_timeout(1000)
+        assert node.locator("img").count() == 0, "a second copy of the picture is shown under the canvas"
+        ARTIFACTS.mkdir(exist_ok=True)
+        node.screenshot(path=str(ARTIFACTS / "mask_point_editor_nodes2.png"))
+        assert not pg.dragon_errors, pg.dragon_errors
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")

@@ -60,7 +60,7 @@ def test_edit_workflow_returns_a_latent_of_the_input_shape(server, case, family)
     ref = load_file(h["outputs"][src]["tensors"][0]["path"])["latent"]
     assert out.shape == ref.shape
     assert out.isfinite().all()
-    assert h["outputs"][editor]["images"], "the editor should show a preview image"
+    assert h["outputs"][editor]["dragon_editor"][0]["image"], "the editor's canvas gets its picture"
     new_log = server.log()[log_before:]
     assert "Traceback" not in new_log and "!!! Exception" not in new_log, new_log[-3000:]
 

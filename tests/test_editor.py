@@ -112,7 +112,7 @@ def test_brush_layer_paints_and_erases_over_the_upstream_mask(ed, input_dir):
     assert torch.equal(out.args[3], torch.zeros(1, H, W))  # no reference
     st = out.ui["dragon_editor"][0]
     assert st["mask"]["type"] == "temp" and st["image"]["type"] == "temp" and st["reference"] is None
-    assert out.ui["images"], "the node still sends its preview image"
+    assert "images" not in out.ui  # the canvas shows the picture; no second copy under it (Nodes 2.0)
 
 
 def test_reference_layer_without_upstream_and_the_annotated_name(ed, input_dir):
@@ -244,8 +244,33 @@ def test_preview_draws_handles_targets_and_the_arrow_where_they_are(ed, comfy, s
     assert at(*a) == pytest.approx([0.95, 0.15, 0.15])
     assert at(*b) == pytest.approx([0.15, 0.35, 0.95])
     assert at((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) == pytest.approx([1.0, 1.0, 0.2])
-    assert at(w * 0.05, h * 0.05) == pytest.approx([0.5 * 0.65 + 0.35] * 3)  # masked: tinted white
+    red = ed.MASK_COLORS["red"]
+    assert at(w * 0.05, h * 0.05) == pytest.approx([0.5 * 0.55 + 0.45 * c for c in red])  # masked: the default tint
     assert at(w * 0.5, h * 0.95) == pytest.approx([0.5] * 3)  # untouched
+
+
+@pytest.mark.parametrize("color,opacity", [("green", 0.45), ("black", 0.9), ("white", 0.2)])
+def test_the_preview_shows_the_mask_in_the_colour_and_opacity_chosen_for_the_canvas(ed, color, opacity):
+    img = _img()
+    mask = torch.zeros(1, H, W)
+    mask[:, 4:12, 6:20] = 1
+    ref = torch.zeros(1, H, W)
+    ref[:, 20:28, 30:40] = 1
+    out = _run(ed, image=img, mask=mask, reference=ref, mask_color=color, mask_opacity=opacity)
+    prev = out.args[2][0]
+    c = torch.tensor(ed.MASK_COLORS[color])
+    assert torch.allclose(prev[8, 10], img[0, 8, 10] * (1 - opacity) + c * opacity, atol=1e-6)
+    blue = torch.tensor(ed.REFERENCE_COLOR)
+    assert torch.allclose(prev[24, 35], img[0, 24, 35] * (1 - opacity) + blue * opacity, atol=1e-6)
+    assert torch.equal(prev[30, 2], img[0, 30, 2])
+
+
+@pytest.mark.parametrize("kw,match", [(dict(mask_color="purple"), "mask_color"), (dict(mask_opacity=0.0), "mask_opacity"),
+                                      (dict(mask_opacity=float("nan")), "mask_opacity"),
+                                      (dict(editor_mask="data:image/png;base64,iVBORw0KGgo="), "never uploaded")])
+def test_overlay_settings_and_unuploaded_strokes_are_refused_clearly(ed, errors, kw, match):
+    with pytest.raises(errors.DragonInputError, match=match):
+        _run(ed, **kw)
 
 
 def test_preview_of_many_long_arrows_on_a_large_image_is_bounded(ed, comfy):

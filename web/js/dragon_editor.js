@@ -2,25 +2,40 @@
 //
 // The node shows its input image on a canvas inside the node: the image of the last run (sent by
 // the backend in the "dragon_editor" UI message) or, before any run, the image of an upstream Load
-// Image. Points: click a handle, click again for its target; drag a point to move it; right-click a
-// point to delete its pair. Brush: paint (left button) or erase (right button, or the Erase toggle)
-// the mask or the reference region. All state lives in the node's widget values, so it is saved
-// with the workflow and sent on queue:
+// Image (with the mask painted in its mask editor shown at once). Points: click a handle, click again
+// for its target; drag a point to move it; right-click a point to delete its pair. Brush: paint (left
+// button) or erase (right button, or the Erase toggle) the mask or the reference region. The wheel
+// and the middle button zoom and pan the graph, as anywhere else. Works in the classic and the
+// Nodes 2.0 renderer. All state lives in the node's widget values, so it is saved with the workflow,
+// is part of ComfyUI's undo history and is sent on queue:
 //   points      JSON [{"x":..,"y":..}, ...] in image pixels, alternating handle, target
 //   points_size "WxH" of the image the points were placed on (a new image size rescales them)
 //   editor_mask / editor_reference
-//               a file in ComfyUI's input folder (uploaded through /upload/image): an RGBA PNG whose
-//               alpha says where the brush went and whose red says paint (255) or erase (0).
+//               the brush layer: an RGBA PNG whose alpha says where the brush went and whose red says
+//               paint (255) or erase (0). Kept in the workflow as a data: URL while it is being painted,
+//               uploaded to ComfyUI's input folder (dragon_editor/) once, when the workflow is queued,
+//               and then named by its file.
+//   mask_color / mask_opacity
+//               how the mask is shown, here and in the preview output.
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
 const NODE_TYPE = "DragonDiffusion_MaskPointEditor";
 const SUBFOLDER = "dragon_editor";
 const HIT_PX = 9; // screen pixels within which a click grabs a point
-const LAYERS = {
-  mask: { widget: "editor_mask", tint: [255, 70, 70], label: "Mask" },
-  reference: { widget: "editor_reference", tint: [60, 140, 255], label: "Ref" },
+// the same table as nodes/editor.py MASK_COLORS (0..1 there)
+const COLORS = {
+  red: [255, 70, 70], green: [51, 217, 77], blue: [60, 140, 255], yellow: [255, 230, 38],
+  cyan: [26, 230, 242], magenta: [255, 64, 230], white: [255, 255, 255], black: [0, 0, 0],
 };
+const LAYERS = {
+  mask: { widget: "editor_mask", upstream: "mask", label: "Mask" },
+  reference: { widget: "editor_reference", upstream: "reference", label: "Ref" },
+};
+const STATE_WIDGETS = ["points", "points_size", "editor_mask", "editor_reference"];
+const BRUSH_MIN = 1;
+const BRUSH_MAX = 512;
+const POLL_MS = 250; // the Nodes 2.0 renderer does not call onDrawForeground: the editor polls on its own too
 
 function canvas2d(w, h) {
   const c = document.createElement("canvas");
@@ -38,9 +53,16 @@ function fnv1a(bytes) {
   return h.toString(16).padStart(8, "0");
 }
 
-function viewURL(ref) {
+// channel "rgb": the picture without its alpha (a mask painted in Load Image's mask editor is its alpha: drawn
+// as is, the masked part would be a hole); "a": the alpha alone (in the alpha of a black image)
+function viewURL(ref, channel) {
   const p = new URLSearchParams({ filename: ref.filename, type: ref.type || "input", subfolder: ref.subfolder || "" });
+  if (channel) p.set("channel", channel);
   return api.apiURL(`/view?${p.toString()}`);
+}
+
+function isNodes2() {
+  return !!app.ui?.settings?.getSettingValue?.("Comfy.VueNodes.Enabled");
 }
 
 // "sub/name.png [input]" -> {filename, subfolder, type}
@@ -54,6 +76,15 @@ function parseFileValue(value) {
   }
   const i = v.lastIndexOf("/");
   return { filename: i >= 0 ? v.slice(i + 1) : v, subfolder: i >= 0 ? v.slice(0, i) : "", type };
+}
+
+function dataURLBlob(url) {
+  const comma = url.indexOf(",");
+  const type = url.slice(5, comma).split(";")[0] || "application/octet-stream";
+  const bin = atob(url.slice(comma + 1));
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return new Blob([bytes], { type });
 }
 
 function loadImage(url) {
@@ -79,8 +110,14 @@ function button(text, title, onClick) {
 }
 
 const STYLE = `
-.dragon-editor { display:flex; flex-direction:column; gap:4px; width:100%; height:100%; box-sizing:border-box;
-  font: 12px sans-serif; color: var(--input-text, #ddd); }
+.dragon-editor { display:flex; flex-direction:column; gap:4px; width:100%; height:100%; min-height:300px;
+  box-sizing:border-box; font: 12px sans-serif; color: var(--input-text, #ddd); }
+.dragon-size { width:44px; background: var(--comfy-input-bg, #222); color: inherit; font-size:12px;
+  border: 1px solid var(--border-color, #555); border-radius:4px; padding:1px 2px; }
+.dragon-json { width:100%; min-height:60px; box-sizing:border-box; font: 11px monospace; resize:vertical;
+  background: var(--comfy-input-bg, #222); color: inherit; border: 1px solid var(--border-color, #555); }
+.dragon-hint { position:absolute; left:8px; right:8px; bottom:8px; padding:4px 6px; border-radius:4px;
+  background: rgba(0,0,0,0.6); color:#fff; pointer-events:none; text-align:center; }
 .dragon-bar { display:flex; flex-wrap:wrap; gap:3px; align-items:center; }
 .dragon-btn { background: var(--comfy-input-bg, #222); color: inherit; border: 1px solid var(--border-color, #555);
   border-radius:4px; padding:2px 6px; cursor:pointer; font-size:12px; }
@@ -97,9 +134,10 @@ class Layer {
     this.key = key;
     this.spec = spec;
     this.data = canvas2d(1, 1); // what is uploaded: alpha = brushed, red = paint/erase
-    this.paint = canvas2d(1, 1); // display: painted pixels in the tint
+    this.paint = canvas2d(1, 1); // display: painted pixels, white (tinted when shown)
     this.cover = canvas2d(1, 1); // display: every brushed pixel (cuts the upstream overlay)
-    this.upstream = null; // display: the upstream MASK input of the last run, tinted
+    this.upstream = null; // display: the upstream MASK input, white with the mask as alpha
+    this.upstreamKey = ""; // where it came from ("run:..." after a run, "alpha:<url>" from a Load Image)
     this.scratch = canvas2d(1, 1);
     this.empty = true;
   }
@@ -130,16 +168,13 @@ class Layer {
     const src = this.data.getContext("2d").getImageData(0, 0, w, h).data;
     const paint = new ImageData(w, h);
     const cover = new ImageData(w, h);
-    const [tr, tg, tb] = this.spec.tint;
     let any = false;
     for (let i = 0; i < src.length; i += 4) {
       const a = src[i + 3];
       if (!a) continue;
       any = true;
       cover.data[i + 3] = a;
-      paint.data[i] = tr;
-      paint.data[i + 1] = tg;
-      paint.data[i + 2] = tb;
+      paint.data[i] = paint.data[i + 1] = paint.data[i + 2] = 255;
       paint.data[i + 3] = Math.round((a * src[i]) / 255);
     }
     this.paint.getContext("2d").putImageData(paint, 0, 0);
@@ -164,37 +199,38 @@ class Layer {
       ctx.fill();
       ctx.restore();
     };
-    const [tr, tg, tb] = this.spec.tint;
     draw(this.data.getContext("2d"), erase ? "#000000" : "#ffffff", "source-over");
     draw(this.cover.getContext("2d"), "#000000", "source-over");
-    draw(this.paint.getContext("2d"), `rgb(${tr},${tg},${tb})`, erase ? "destination-out" : "source-over");
+    draw(this.paint.getContext("2d"), "#ffffff", erase ? "destination-out" : "source-over");
     this.empty = false;
   }
 
-  async setUpstream(url) {
+  // The upstream mask from an image: a grey mask saved by the backend (value = red), or a Load Image picture
+  // whose mask is 1 - alpha (fromAlpha), as ComfyUI's Load Image computes it.
+  async setUpstream(url, key, fromAlpha = false) {
+    if (key === this.upstreamKey) return;
+    this.upstreamKey = key;
     if (!url) {
       this.upstream = null;
       return;
     }
     const img = await loadImage(url);
+    if (this.upstreamKey !== key) return;
     const c = canvas2d(img.naturalWidth, img.naturalHeight);
     const ctx = c.getContext("2d");
     ctx.drawImage(img, 0, 0);
     const d = ctx.getImageData(0, 0, c.width, c.height);
-    const [tr, tg, tb] = this.spec.tint;
     for (let i = 0; i < d.data.length; i += 4) {
-      const v = d.data[i];
-      d.data[i] = tr;
-      d.data[i + 1] = tg;
-      d.data[i + 2] = tb;
+      const v = fromAlpha ? 255 - d.data[i + 3] : d.data[i];
+      d.data[i] = d.data[i + 1] = d.data[i + 2] = 255;
       d.data[i + 3] = v;
     }
     ctx.putImageData(d, 0, 0);
     this.upstream = c;
   }
 
-  // The effective mask as shown: upstream overlay, cut where brushed, plus painted pixels.
-  composite() {
+  // The effective mask as shown, in `tint`: upstream overlay, cut where brushed, plus painted pixels.
+  composite(tint) {
     const ctx = this.scratch.getContext("2d");
     ctx.clearRect(0, 0, this.scratch.width, this.scratch.height);
     if (this.upstream) {
@@ -204,9 +240,15 @@ class Layer {
       ctx.globalCompositeOperation = "source-over";
     }
     ctx.drawImage(this.paint, 0, 0);
+    ctx.globalCompositeOperation = "source-in";
+    ctx.fillStyle = `rgb(${tint[0]},${tint[1]},${tint[2]})`;
+    ctx.fillRect(0, 0, this.scratch.width, this.scratch.height);
+    ctx.globalCompositeOperation = "source-over";
     return this.scratch;
   }
 }
+
+let editorCount = 0;
 
 class DragonEditor {
   constructor(node) {
@@ -217,20 +259,24 @@ class DragonEditor {
     this.H = 0;
     this.srcKey = ""; // what is shown: "run:<url>" or "up:<url>"
     this.upKey = ""; // the last upstream image seen
+    this.ranOn = {}; // layer key -> the Load Image mask of the last run (the backend's copy is shown until it changes)
     this.points = []; // [[x, y], ...] alternating handle, target, image pixels
     this.pointsText = null;
     this.layers = Object.fromEntries(Object.entries(LAYERS).map(([k, s]) => [k, new Layer(k, s)]));
-    this.layerFiles = { mask: null, reference: null }; // the file each layer holds
+    this.layerFiles = { mask: null, reference: null }; // the widget value each layer holds
+    this.uploads = {}; // layer key -> the upload of its current strokes, while it runs
     this.tool = "points";
     this.erase = false;
     this.brush = 16;
-    this.drag = null; // {kind: "point", index} | {kind: "brush", last, erase}
+    this.drag = null; // {kind: "point", index} | {kind: "brush", last, erase} | {kind: "pan"}
     this.hover = null;
     this.notes = [];
-    this.pending = new Map(); // layer key -> upload promise
-    this.uploadTimers = {};
+    this.look = "";
     this.buildDOM();
     this.hideStateWidgets();
+    this.timer = setInterval(() => {
+      if (this.node.graph) this.poll();
+    }, POLL_MS);
   }
 
   // ---- DOM --------------------------------------------------------------------------------------
@@ -242,7 +288,8 @@ class DragonEditor {
       document.head.appendChild(st);
     }
     const root = document.createElement("div");
-    root.className = "dragon-editor";
+    // widget-expands: in the Nodes 2.0 renderer the widget row grows with the node (as a text box does)
+    root.className = "dragon-editor widget-expands";
     const bar = document.createElement("div");
     bar.className = "dragon-bar";
     this.toolButtons = {
@@ -256,24 +303,27 @@ class DragonEditor {
       this.eraseButton.classList.toggle("active", this.erase);
     });
     bar.appendChild(this.eraseButton);
+    // brush radius: -/+ step by a quarter (1 -> 512 in 28 clicks), or type it; [ and ] over the canvas
     const size = document.createElement("input");
-    size.type = "range";
-    size.min = "1";
-    size.max = "256";
+    size.type = "number";
+    size.min = String(BRUSH_MIN);
+    size.max = String(BRUSH_MAX);
+    size.step = "1";
     size.value = String(this.brush);
-    size.title = "Brush radius in image pixels";
+    size.title = "Brush radius in image pixels ([ and ] over the canvas change it)";
     size.className = "dragon-size";
-    size.style.width = "70px";
-    const sizeLabel = document.createElement("span");
-    sizeLabel.textContent = `${this.brush}px`;
     size.addEventListener("input", () => {
-      this.brush = Number(size.value);
-      sizeLabel.textContent = `${this.brush}px`;
-      this.redraw();
+      const v = Number(size.value);
+      if (Number.isFinite(v) && v >= BRUSH_MIN) this.setBrush(v, false);
     });
-    size.addEventListener("pointerdown", (e) => e.stopPropagation());
+    size.addEventListener("change", () => this.setBrush(Number(size.value) || this.brush));
+    for (const ev of ["pointerdown", "keydown"]) size.addEventListener(ev, (e) => e.stopPropagation());
     this.sizeInput = size;
-    bar.append(size, sizeLabel);
+    bar.append(
+      button("−", "Smaller brush", () => this.setBrush(this.brush / 1.25)),
+      size,
+      button("+", "Larger brush", () => this.setBrush(this.brush * 1.25)),
+    );
     bar.appendChild(button("Undo pt", "Delete the last point.", () => {
       this.setPoints(this.points.slice(0, -1));
       recordUndoStep();
@@ -287,25 +337,34 @@ class DragonEditor {
         this.clearLayer(this.tool === "reference" ? "reference" : "mask");
         recordUndoStep();
       }));
-    bar.appendChild(button("JSON", "Show or hide the points as JSON text.", () => {
+    bar.appendChild(button("JSON", "Show or hide the points as JSON text (editable).", () => this.toggleJSON()));
+    const json = document.createElement("textarea");
+    json.className = "dragon-json";
+    json.spellcheck = false;
+    json.style.display = "none";
+    json.addEventListener("input", () => {
       const pw = this.w("points");
-      if (pw) {
-        pw.hidden = !pw.hidden;
-        this.node.setSize([this.node.size[0], Math.max(this.node.size[1], this.node.computeSize()[1])]);
-        this.node.setDirtyCanvas(true, true);
-      }
-    }));
+      if (pw) pw.value = json.value;
+      this.syncPoints();
+      this.redraw();
+    });
+    json.addEventListener("change", () => recordUndoStep());
+    for (const ev of ["pointerdown", "keydown", "wheel"]) json.addEventListener(ev, (e) => e.stopPropagation());
+    this.json = json;
     const stage = document.createElement("div");
     stage.className = "dragon-stage";
     const canvas = document.createElement("canvas");
     canvas.className = "dragon-canvas";
-    stage.appendChild(canvas);
+    const hint = document.createElement("div");
+    hint.className = "dragon-hint";
+    stage.append(canvas, hint);
     const status = document.createElement("div");
     status.className = "dragon-status";
-    root.append(bar, stage, status);
+    root.append(bar, json, stage, status);
     this.root = root;
     this.stage = stage;
     this.canvas = canvas;
+    this.hint = hint;
     this.status = status;
     this.setTool("points");
 
@@ -317,26 +376,46 @@ class DragonEditor {
       this.hover = null;
       this.redraw();
     });
+    canvas.addEventListener("pointerenter", () => (this.over = true));
+    canvas.addEventListener("pointerleave", () => (this.over = false));
+    // [ and ] resize the brush while the pointer is over the canvas (no focus taken from the page)
+    this.onKey = (e) => {
+      if (!this.over || (e.key !== "[" && e.key !== "]")) return;
+      if (/^(INPUT|TEXTAREA|SELECT)$/.test(e.target?.tagName || "") || e.target?.isContentEditable) return;
+      e.preventDefault();
+      e.stopPropagation();
+      this.setBrush(e.key === "]" ? this.brush * 1.25 : this.brush / 1.25);
+    };
+    window.addEventListener("keydown", this.onKey, true);
     canvas.addEventListener("contextmenu", (e) => {
       e.preventDefault();
       e.stopPropagation();
     });
+    // the wheel zooms the graph over the editor as anywhere else (the Nodes 2.0 renderer forwards it itself)
+    root.addEventListener("wheel", (e) => {
+      if (e.target === json || isNodes2()) return;
+      forwardToGraph(e);
+    }, { passive: false });
     this.resizeObserver = new ResizeObserver(() => this.layout());
     this.resizeObserver.observe(stage);
 
-    this.widget = this.node.addDOMWidget("dragon_canvas", "dragon_editor", root, {
+    // a name of its own per editor: the Nodes 2.0 renderer keys a node's widget views by node id and widget name,
+    // so a new graph whose editor node reuses an old id would otherwise keep showing the old editor's canvas
+    this.widget = this.node.addDOMWidget(`dragon_canvas_${++editorCount}`, "dragon_editor", root, {
       serialize: false,
       hideOnZoom: false,
-      getMinHeight: () => 260,
+      getMinHeight: () => 300,
     });
     this.widget.serialize = false;
   }
 
   hideStateWidgets() {
-    for (const name of ["points_size", "editor_mask", "editor_reference", "points"]) {
+    for (const name of STATE_WIDGETS) {
       const w = this.w(name);
       if (!w) continue;
-      w.hidden = true;
+      w.hidden = true; // classic renderer
+      w.options = w.options || {};
+      w.options.hidden = true; // Nodes 2.0 renderer
       if (!w.computeLayoutSize && !w.dragonLayout) {
         // litegraph gives every widget without computeSize a row, hidden or not
         w.computeSize = function () {
@@ -351,16 +430,30 @@ class DragonEditor {
         };
         w.dragonLayout = true;
       }
+      if (w.element) w.element.style.display = "none";
     }
     for (const [key, spec] of Object.entries(LAYERS)) {
       const w = this.w(spec.widget);
       if (!w) continue;
-      // queueing waits for the brush layer's upload to finish
+      // on queue the strokes are uploaded once and the prompt names the file
       w.serializeValue = async () => {
-        await this.pending.get(key);
+        if (String(w.value || "").startsWith("data:")) await this.upload(key);
         return w.value;
       };
     }
+  }
+
+  toggleJSON() {
+    const show = this.json.style.display === "none";
+    this.json.style.display = show ? "" : "none";
+    if (show) this.json.value = this.w("points")?.value ?? "[]";
+  }
+
+  setBrush(r, updateInput = true) {
+    this.brush = Math.round(Math.min(BRUSH_MAX, Math.max(BRUSH_MIN, r)) * 10) / 10;
+    if (this.brush >= 4) this.brush = Math.round(this.brush);
+    if (updateInput) this.sizeInput.value = String(this.brush);
+    this.redraw();
   }
 
   setTool(tool) {
@@ -424,6 +517,12 @@ class DragonEditor {
 
   // ---- pointer ----------------------------------------------------------------------------------
   onDown(e) {
+    if (e.button === 1) {
+      // the middle button pans the graph, as anywhere else
+      this.drag = { kind: "pan" };
+      forwardToGraph(e);
+      return;
+    }
     e.preventDefault();
     e.stopPropagation();
     if (!this.W) return;
@@ -457,6 +556,10 @@ class DragonEditor {
   }
 
   onMove(e) {
+    if (this.drag?.kind === "pan") {
+      forwardToGraph(e);
+      return;
+    }
     const p = this.toImage(e);
     this.hover = p;
     if (this.drag?.kind === "point") {
@@ -476,11 +579,15 @@ class DragonEditor {
     const d = this.drag;
     this.drag = null;
     if (!d) return;
+    if (d.kind === "pan") {
+      forwardToGraph(e);
+      return;
+    }
     e.stopPropagation();
     if (d.kind === "point") {
       this.setPoints(this.points);
-      recordUndoStep(); // one step per point placed or moved (its mousedown added it, this ends it)
-    } else this.scheduleUpload(this.tool);
+    } else this.commitLayer(this.tool);
+    recordUndoStep(); // one step per point placed or moved, per brush stroke (its mousedown began it)
   }
 
   // ---- state <-> widgets ------------------------------------------------------------------------
@@ -490,6 +597,7 @@ class DragonEditor {
     const pw = this.w("points");
     if (pw) pw.value = text;
     this.pointsText = text;
+    if (this.json && this.json.style.display !== "none" && document.activeElement !== this.json) this.json.value = text;
     const sw = this.w("points_size");
     if (sw && this.W) sw.value = points.length ? `${this.W}x${this.H}` : "";
     this.node.setDirtyCanvas(true, true);
@@ -530,76 +638,56 @@ class DragonEditor {
   }
 
   clearLayer(key) {
-    clearTimeout(this.uploadTimers[key]); // drop a pending upload of the strokes being cleared
-    this.releases?.[key]?.();
-    if (this.releases) this.releases[key] = null;
-    this.uploadSeq = this.uploadSeq || {};
-    this.uploadSeq[key] = (this.uploadSeq[key] || 0) + 1;
     const lay = this.layers[key];
     lay.reset(this.W || lay.w, this.H || lay.h);
-    this.layerFiles[key] = null;
+    this.layerFiles[key] = "";
     const w = this.w(LAYERS[key].widget);
     if (w) w.value = "";
     this.redraw();
   }
 
-  // Upload shortly after the last stroke; a queue in between waits for it (serializeValue).
-  scheduleUpload(key) {
-    clearTimeout(this.uploadTimers[key]);
-    if (!this.releases) this.releases = {};
-    if (!this.releases[key]) {
-      // one gate per burst of strokes, released when the upload that follows them is done
-      this.pending.set(key, new Promise((r) => (this.releases[key] = r)));
-    }
-    this.uploadTimers[key] = setTimeout(() => {
-      const release = this.releases[key];
-      this.releases[key] = null;
-      this.upload(key)
-        .catch((err) => this.setNote("upload", `Mask upload failed: ${err.message}`))
-        .finally(release);
-    }, 150);
-  }
-
-  async upload(key) {
-    this.uploadSeq = this.uploadSeq || {};
-    const seq = (this.uploadSeq[key] = (this.uploadSeq[key] || 0) + 1);
+  // The strokes so far become the layer's widget value, a data: URL: saved with the workflow and in ComfyUI's
+  // undo history, uploaded only when the workflow is queued.
+  commitLayer(key) {
     const lay = this.layers[key];
     const w = this.w(LAYERS[key].widget);
-    const ctx = lay.data.getContext("2d");
-    const px = ctx.getImageData(0, 0, lay.w, lay.h).data;
-    let any = false;
-    for (let i = 3; i < px.length; i += 4) {
-      if (px[i]) {
-        any = true;
-        break;
-      }
-    }
-    if (!any) {
-      if (w && w.value) {
-        w.value = "";
-        recordUndoStep();
-      }
-      this.layerFiles[key] = null;
-      return;
-    }
-    const name = `${key}_${lay.w}x${lay.h}_${fnv1a(px)}.png`;
-    const value = `${SUBFOLDER}/${name}`;
-    if (w?.value === value) return;
-    const blob = await new Promise((r) => lay.data.toBlob(r, "image/png"));
-    const body = new FormData();
-    body.append("image", blob, name);
-    body.append("subfolder", SUBFOLDER);
-    body.append("type", "input");
-    body.append("overwrite", "true");
-    const resp = await api.fetchApi("/upload/image", { method: "POST", body });
-    if (resp.status !== 200) throw new Error(`${resp.status} ${resp.statusText}`);
-    const res = await resp.json();
-    if (seq !== this.uploadSeq[key]) return; // a later upload of newer strokes wins
-    const saved = res.subfolder ? `${res.subfolder}/${res.name}` : res.name;
-    this.layerFiles[key] = saved;
-    if (w) w.value = saved;
-    this.setNote("upload", null);
-    recordUndoStep(); // the strokes since the last upload are one step
+    const value = lay.empty ? "" : lay.data.toDataURL("image/png");
+    this.layerFiles[key] = value;
+    if (w) w.value = value;
+  }
+
+  // Upload the layer's strokes (named by their content, so an unchanged layer is one file) and name the file
+  // in the widget. Called while the workflow is queued.
+  upload(key) {
+    const w = this.w(LAYERS[key].widget);
+    const value = String(w?.value || "");
+    if (!value.startsWith("data:")) return Promise.resolve();
+    if (this.uploads[key]?.value === value) return this.uploads[key].done;
+    const done = (async () => {
+      const blob = dataURLBlob(value); // (fetch() of a data: URL is refused by the page's content policy)
+      const lay = this.layers[key];
+      const name = `${key}_${lay.w}x${lay.h}_${fnv1a(new TextEncoder().encode(value))}.png`;
+      const body = new FormData();
+      body.append("image", blob, name);
+      body.append("subfolder", SUBFOLDER);
+      body.append("type", "input");
+      body.append("overwrite", "true");
+      const resp = await api.fetchApi("/upload/image", { method: "POST", body });
+      if (resp.status !== 200) throw new Error(`${resp.status} ${resp.statusText}`);
+      const res = await resp.json();
+      if (w.value !== value) return; // newer strokes since: they are uploaded by their own queue
+      const saved = res.subfolder ? `${res.subfolder}/${res.name}` : res.name;
+      this.layerFiles[key] = saved;
+      w.value = saved;
+      this.setNote("upload", null);
+    })().catch((err) => {
+      this.setNote("upload", `Mask upload failed: ${err.message}. The strokes are kept; queue again.`);
+      throw err;
+    }).finally(() => {
+      if (this.uploads[key]?.done === done) delete this.uploads[key];
+    });
+    this.uploads[key] = { value, done };
+    return done;
   }
 
   // Load the brush layers named by the widgets (workflow load), once per file name.
@@ -607,21 +695,23 @@ class DragonEditor {
     for (const [key, spec] of Object.entries(LAYERS)) {
       const value = this.w(spec.widget)?.value || "";
       if (value === (this.layerFiles[key] || "")) continue;
-      this.layerFiles[key] = value || null;
+      this.layerFiles[key] = value;
       const lay = this.layers[key];
       if (!value) {
         lay.reset(this.W || 1, this.H || 1);
         continue;
       }
       try {
-        const img = await loadImage(viewURL(parseFileValue(value)));
+        const img = await loadImage(value.startsWith("data:") ? value : viewURL(parseFileValue(value)));
+        if (this.layerFiles[key] !== value) continue; // changed again while loading (undo/redo)
         lay.reset(img.naturalWidth, img.naturalHeight);
         lay.data.getContext("2d").drawImage(img, 0, 0);
         lay.derive();
         if (this.W) this.fitLayer(key);
         this.setNote(`load-${key}`, null);
       } catch (err) {
-        this.setNote(`load-${key}`, `${spec.label} layer ${value} could not be loaded.`);
+        const what = value.startsWith("data:") ? "its strokes" : value;
+        this.setNote(`load-${key}`, `${spec.label} layer ${what} could not be loaded.`);
       }
     }
     this.redraw();
@@ -642,7 +732,7 @@ class DragonEditor {
     lay.data.getContext("2d").drawImage(old, 0, 0, this.W, this.H);
     lay.derive();
     this.setNote(`fit-${key}`, note);
-    this.scheduleUpload(key);
+    this.commitLayer(key);
   }
 
   // ---- the image --------------------------------------------------------------------------------
@@ -684,7 +774,8 @@ class DragonEditor {
     this.layout();
   }
 
-  // Called every frame the node is drawn: follow an upstream Load Image before any run.
+  // Called every frame the node is drawn (classic renderer) and every POLL_MS: follow an upstream Load Image
+  // (and the mask painted in its mask editor) before any run, typed JSON, undo/redo, the overlay settings.
   poll() {
     this.syncPoints();
     if (!this.W && !this.image) {
@@ -696,29 +787,68 @@ class DragonEditor {
     if (layersWanted && !this.loadingLayers) {
       this.loadingLayers = this.syncLayers().finally(() => (this.loadingLayers = null));
     }
-    const slot = this.node.inputs?.findIndex((i) => i.name === "image") ?? -1;
-    const src = slot >= 0 ? this.node.getInputNode(slot) : null;
+    const src = this.loadImageInput("image");
     let url = "";
-    if (src) {
-      const iw = src.widgets?.find((w) => w.name === "image" && typeof w.value === "string" && w.value);
-      if (iw && /LoadImage/.test(src.type || src.comfyClass || "")) url = viewURL(parseFileValue(iw.value));
-      else if (src.imgs?.[0]?.src) url = src.imgs[0].src;
-    }
+    if (src?.file) url = viewURL(src.file, "rgb");
+    else if (src?.node?.imgs?.[0]?.src) url = src.node.imgs[0].src;
     if (url && url !== this.upKey) {
       this.upKey = url;
       this.setImage(url, `up:${url}`);
     }
+    // an upstream mask from a Load Image is shown at once (its mask is the picture's alpha); after a run the
+    // backend's copy is shown until the picture changes
+    for (const [key, spec] of Object.entries(LAYERS)) {
+      const m = this.loadImageInput(spec.upstream);
+      const lay = this.layers[key];
+      if (m?.file && m.slot === 1) {
+        const alpha = viewURL(m.file, "a");
+        if (lay.upstreamKey.startsWith("run:") && this.ranOn[key] === alpha) continue;
+        lay.setUpstream(alpha, `alpha:${alpha}`, true).then(() => this.redraw())
+          .catch(() => this.setNote("image", "The upstream mask could not be loaded."));
+      } else if (!this.isLinked(spec.upstream) && lay.upstreamKey) {
+        lay.setUpstream(null, "");
+        this.redraw();
+      }
+    }
+    const look = `${this.w("mask_color")?.value}|${this.w("mask_opacity")?.value}`;
+    if (look !== this.look) {
+      this.look = look;
+      this.redraw();
+    }
+  }
+
+  isLinked(name) {
+    const slot = this.node.inputs?.findIndex((i) => i.name === name) ?? -1;
+    return slot >= 0 && this.node.inputs[slot].link != null;
+  }
+
+  // The node linked to input `name`: {node, slot (its output index), file (when it is a Load Image)}.
+  loadImageInput(name) {
+    const slot = this.node.inputs?.findIndex((i) => i.name === name) ?? -1;
+    if (slot < 0 || this.node.inputs[slot].link == null) return null;
+    const node = this.node.getInputNode(slot);
+    if (!node) return null;
+    const link = this.node.graph?.links?.[this.node.inputs[slot].link] ?? this.node.graph?.getLink?.(this.node.inputs[slot].link);
+    const out = link?.origin_slot ?? 0;
+    const iw = node.widgets?.find((w) => w.name === "image" && typeof w.value === "string" && w.value);
+    const isLoad = /^LoadImage$/.test(node.type || node.comfyClass || "");
+    return { node, slot: out, file: isLoad && iw ? parseFileValue(iw.value) : null };
   }
 
   async onExecuted(message) {
     const st = message?.dragon_editor?.[0];
     if (!st) return;
+    for (const [key, spec] of Object.entries(LAYERS)) {
+      const up = this.loadImageInput(spec.upstream)?.file;
+      this.ranOn[key] = up ? viewURL(up, "a") : "";
+    }
+    const run = `${st.image.subfolder}/${st.image.filename}`;
     await Promise.all([
-      this.layers.mask.setUpstream(st.mask ? viewURL(st.mask) : null),
-      this.layers.reference.setUpstream(st.reference ? viewURL(st.reference) : null),
+      this.layers.mask.setUpstream(st.mask ? viewURL(st.mask) : null, `run:${run}:mask`),
+      this.layers.reference.setUpstream(st.reference ? viewURL(st.reference) : null, `run:${run}:reference`),
     ]).catch(() => this.setNote("image", "The upstream mask could not be loaded."));
     this.setNote("backend", (st.notes || []).join(" ") || null);
-    await this.setImage(viewURL(st.image), `run:${st.image.subfolder}/${st.image.filename}`);
+    await this.setImage(viewURL(st.image), `run:${run}`);
     this.redraw();
   }
 
@@ -735,18 +865,22 @@ class DragonEditor {
     const c = this.canvas;
     const ctx = c.getContext("2d");
     ctx.clearRect(0, 0, c.width, c.height);
+    this.hint.textContent = this.startHint();
+    this.hint.style.display = this.hint.textContent ? "" : "none";
     if (!this.W) {
-      this.status.textContent = "Run the graph, or connect a Load Image, to show the image here.";
+      this.status.textContent = "No image yet.";
       return;
     }
     const k = c.width / this.W; // canvas pixels per image pixel
     if (this.image) ctx.drawImage(this.image, 0, 0, c.width, c.height);
     ctx.save();
-    ctx.globalAlpha = 0.45;
+    const opacity = Number(this.w("mask_opacity")?.value);
+    ctx.globalAlpha = Number.isFinite(opacity) ? Math.min(1, Math.max(0.1, opacity)) : 0.45;
     ctx.imageSmoothingEnabled = false;
+    const tints = { reference: COLORS.blue, mask: COLORS[this.w("mask_color")?.value] || COLORS.red };
     for (const key of ["reference", "mask"]) {
       const lay = this.layers[key];
-      if (lay.w === this.W && lay.h === this.H) ctx.drawImage(lay.composite(), 0, 0, c.width, c.height);
+      if (lay.w === this.W && lay.h === this.H) ctx.drawImage(lay.composite(tints[key]), 0, 0, c.width, c.height);
     }
     ctx.restore();
     const dpr = window.devicePixelRatio || 1;
@@ -801,10 +935,38 @@ class DragonEditor {
     }
   }
 
+  // What to do first, shown over the canvas until there is something on it.
+  startHint() {
+    if (!this.W) return "Connect a Load Image (or run the graph) to show the picture here.";
+    const strokes = Object.values(this.layers).some((l) => !l.empty || l.upstream);
+    if (this.tool === "points" && !this.points.length) {
+      return strokes ? "Click a handle point on the object, then where it should go."
+        : "Click a handle point on the object, then where it should go. Mask: paint the object (move/resize) or the area that may change (drag).";
+    }
+    if (this.tool !== "points" && !strokes) return "Paint with the left button, erase with the right. [ and ] change the brush.";
+    return "";
+  }
+
   remove() {
     this.resizeObserver?.disconnect();
-    for (const t of Object.values(this.uploadTimers)) clearTimeout(t);
+    clearInterval(this.timer);
+    window.removeEventListener("keydown", this.onKey, true);
   }
+}
+
+// Hand a wheel or middle-button event to the graph canvas (zoom and pan over the editor as anywhere else).
+function forwardToGraph(e) {
+  const el = app.canvas?.canvas;
+  if (!el) return;
+  e.preventDefault();
+  e.stopPropagation();
+  if (e.type === "wheel") {
+    const { clientX, clientY, deltaX, deltaY, deltaMode, ctrlKey, metaKey, shiftKey, altKey } = e;
+    el.dispatchEvent(new WheelEvent("wheel", { clientX, clientY, deltaX, deltaY, deltaMode, ctrlKey, metaKey, shiftKey,
+      altKey, bubbles: true, cancelable: true }));
+    return;
+  }
+  el.dispatchEvent(new PointerEvent(e.type, e));
 }
 
 // ComfyUI's undo history (its change tracker) takes a snapshot of the graph on a window mouseup or on a
