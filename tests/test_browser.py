@@ -404,6 +404,12 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode(page):
             mode.value = m; mode.callback?.(m);
             seen[m] = visible();
         }
+        const shown = (name) => n.widgets.find(w => w.name === name)._displayValue;
+        seen.display = {energy_scale: shown("energy_scale"), keep_background: shown("keep_background"),
+                        offset_x: shown("offset_x")};
+        n.widgets.find(w => w.name === "energy_scale").value = 40;
+        seen.display.energy_40 = shown("energy_scale");
+        n.widgets.find(w => w.name === "energy_scale").value = -1;
         n.showAdvanced = true;
         seen.paste_advanced = (() => { mode.value = "paste"; mode.callback?.("paste"); return visible(); })();
         n.widgets.find(w => w.name === "offset_x").value = 7;
@@ -421,6 +427,9 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode(page):
     assert "offset_x" not in seen["landmark"] and "schedule" in seen["landmark"]
     assert state["sent"]["offset_x"] == 7 and state["sent"]["mode"] == "drag"  # hidden, still sent
     assert state["height"] >= state["need"] - 1
+    # -1 reads as what it means
+    assert seen["display"] == {"energy_scale": "auto", "keep_background": "off", "offset_x": "0",
+                               "energy_40": "40.0"}, seen["display"]
 
 
 def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
@@ -511,5 +520,40 @@ def test_the_editor_works_the_same_in_the_nodes_2_renderer(page, server):
         ARTIFACTS.mkdir(exist_ok=True)
         node.screenshot(path=str(ARTIFACTS / "mask_point_editor_nodes2.png"))
         assert not pg.dragon_errors, pg.dragon_errors
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
+def test_guidance_setup_shows_only_the_inputs_of_its_mode_in_the_nodes_2_renderer(page):
+    """The same hiding and folding in the Nodes 2.0 renderer, which reads other flags and draws its own rows."""
+    pg = page
+    pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        nid = pg.evaluate("""() => { app.graph.clear(); const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
+                                     n.pos = [100, 100]; app.graph.add(n); return String(n.id); }""")
+        node = pg.locator(f'[data-node-id="{nid}"]')
+        node.wait_for(timeout=30_000)
+
+        def shown(mode: str | None = None, advanced: bool | None = None) -> str:
+            pg.evaluate("""([id, m, adv]) => { const n = app.graph.getNodeById(Number(id));
+                           if (adv !== null && !!n.showAdvanced !== adv) n.toggleAdvanced();
+                           if (m) { const w = n.widgets.find(w => w.name === "mode"); w.value = m; w.callback?.(m); } }""",
+                        [nid, mode, advanced])
+            pg.wait_for_timeout(400)
+            return node.inner_text()
+
+        move = shown("move")
+        assert "offset_x" in move and "energy_scale" in move
+        assert "auto" in move.split("\n"), move  # energy_scale's -1
+        ARTIFACTS.mkdir(exist_ok=True)
+        node.screenshot(path=str(ARTIFACTS / "guidance_setup_nodes2.png"))
+        assert "w_edit" not in move and "anchor_end" not in move and "centred_features" not in move
+        drag = shown("drag")
+        assert "offset_x" not in drag and "scale" not in drag.split("\n") and "energy_scale" in drag
+        paste = shown("paste", advanced=True)
+        assert "offset_x" in paste and "centred_features" in paste and "monotone_energy" not in paste
+        assert "vacated_noise" not in paste
+        folded = shown(advanced=False)
+        assert "centred_features" not in folded and "offset_x" in folded
     finally:
         pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")

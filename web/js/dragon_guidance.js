@@ -3,7 +3,7 @@
 // The backend takes every input in every mode (a graph whose mode is switched must keep running, and API
 // prompts send them all); this only changes what the node shows. Hidden widgets keep their values and are
 // still sent. Expert options are "advanced" widgets: the node's context menu shows or hides them
-// ("Show Advanced"), as for ComfyUI's own nodes.
+// ("Show Advanced"), as for ComfyUI's own nodes; the same in the classic and the Nodes 2.0 renderer.
 import { app } from "../../../scripts/app.js";
 
 const NODE_TYPE = "DragonDiffusion_GuidanceSetup";
@@ -33,16 +33,43 @@ export const ADVANCED = new Set([
   "centred_features",
 ]);
 
+// -1 means "the mode's default" or "off" for these inputs: say so instead of showing -1
+export const SENTINEL = {
+  energy_scale: "auto", w_edit: "auto", w_content: "auto", w_contrast: "auto", w_inpaint: "auto",
+  sde_strength: "auto", vacated_noise: "auto", keep_background: "off", vacated_trend: "off",
+};
+
+function labelSentinel(w) {
+  const word = SENTINEL[w.name];
+  if (!word || w.dragonSentinel) return;
+  // the classic renderer draws a number widget's _displayValue (the widget objects are its NumberWidgets)
+  const proto = Object.getPrototypeOf(w);
+  const own = Object.getOwnPropertyDescriptor(proto, "_displayValue")
+    || Object.getOwnPropertyDescriptor(Object.getPrototypeOf(proto) || {}, "_displayValue");
+  Object.defineProperty(w, "_displayValue", {
+    configurable: true,
+    get() {
+      if (Number(this.value) === -1 && !this.computedDisabled) return word;
+      return own?.get ? own.get.call(this) : String(this.value);
+    },
+  });
+  w.dragonSentinel = true;
+}
+
+// Whether a widget is shown: it applies to the mode, and it is not an advanced one folded away.
+function shows(node, w, mode) {
+  const modes = APPLIES[w.name];
+  return !(modes && !modes.includes(mode)) && !(w.advanced && !node.showAdvanced);
+}
+
 function applyMode(node) {
   const mode = node.widgets?.find((w) => w.name === "mode")?.value;
   if (!mode) return;
   for (const w of node.widgets) {
     const modes = APPLIES[w.name];
-    const hide = !!modes && !modes.includes(mode);
-    w.hidden = hide;
-    w.options = w.options || {};
-    w.options.hidden = hide; // the Nodes 2.0 (Vue) renderer reads this one
     if (ADVANCED.has(w.name)) w.advanced = true;
+    labelSentinel(w);
+    w.hidden = !!modes && !modes.includes(mode); // classic renderer (it folds advanced widgets itself)
     if (!w.dragonGuidanceSize && !w.computeLayoutSize) {
       const own = w.computeSize;
       // litegraph gives every widget without computeSize a row, hidden or not
@@ -56,6 +83,42 @@ function applyMode(node) {
   const need = node.computeSize();
   node.setSize([Math.max(node.size[0], need[0]), need[1]]);
   node.setDirtyCanvas?.(true, true);
+  requestAnimationFrame(() => syncRows(node));
+}
+
+// The Nodes 2.0 (Vue) renderer reads a widget's visibility once, when it first draws the node, and keeps every
+// row after that; so each row stays and is shown or hidden here (found by its input's aria-label, the widget
+// name), again whenever the renderer redraws the node's rows.
+function syncRows(node) {
+  const el = document.querySelector(`[data-node-id="${node.id}"]`);
+  if (!el) return;
+  const mode = node.widgets?.find((w) => w.name === "mode")?.value;
+  const byName = new Map((node.widgets || []).map((w) => [w.name, w]));
+  for (const row of el.querySelectorAll(".lg-node-widget")) {
+    const name = row.querySelector("[aria-label]")?.getAttribute("aria-label");
+    const w = name && byName.get(name);
+    if (!w) continue;
+    const display = shows(node, w, mode) ? "" : "none";
+    if (row.style.display !== display) row.style.display = display;
+    if (SENTINEL[name]) {
+      // the Nodes 2.0 number box shows -1: a word beside it says what that means
+      let tag = row.querySelector(".dragon-sentinel");
+      if (!tag) {
+        tag = document.createElement("span");
+        tag.className = "dragon-sentinel";
+        tag.style.cssText = "align-self:center; margin-left:4px; font-size:11px; opacity:0.75; white-space:nowrap;";
+        row.appendChild(tag);
+      }
+      const text = Number(w.value) === -1 ? SENTINEL[name] : "";
+      if (tag.textContent !== text) tag.textContent = text;
+    }
+  }
+  if (!node.dragonRows || node.dragonRows.el !== el) {
+    node.dragonRows?.observer.disconnect();
+    const observer = new MutationObserver(() => syncRows(node));
+    observer.observe(el, { childList: true, subtree: true });
+    node.dragonRows = { el, observer };
+  }
 }
 
 app.registerExtension({
@@ -77,6 +140,17 @@ app.registerExtension({
       }
       applyMode(this);
       return r;
+    };
+    const toggle = nodeType.prototype.toggleAdvanced;
+    nodeType.prototype.toggleAdvanced = function () {
+      const r = toggle?.apply(this, arguments);
+      applyMode(this); // Show/Hide Advanced from the node's menu, in either renderer
+      return r;
+    };
+    const removed = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function () {
+      this.dragonRows?.observer.disconnect();
+      return removed?.apply(this, arguments);
     };
     const configure = nodeType.prototype.onConfigure;
     nodeType.prototype.onConfigure = function () {
