@@ -73,8 +73,9 @@ function applyMode(node) {
     if (!w.dragonGuidanceSize && !w.computeLayoutSize) {
       const own = w.computeSize;
       // litegraph gives every widget without computeSize a row, hidden or not
+      // (a folded advanced widget takes no row either: litegraph skips drawing it but keeps its space)
       w.computeSize = function (...args) {
-        if (this.hidden) return [0, -4];
+        if (this.hidden || (this.advanced && !node.showAdvanced)) return [0, -4];
         return own ? own.apply(this, args) : [0, LiteGraph.NODE_WIDGET_HEIGHT];
       };
       w.dragonGuidanceSize = true;
