@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.landmarks import POSE_PARTS, pair_landmarks, parse_point_list, pose_points
 from ..dragon_core.spec import DragPoints
-from .editor import render_preview
+from .editor import _save_temp, render_preview
 from .types import CATEGORY, DragonPointsType
 
 NODE = "Dragon Landmarks"
@@ -24,8 +24,9 @@ class DragonLandmarks(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Pairs a list of source points (e.g. this face's outline) with a list of target points (e.g. another "
-                "face's) by position, for Dragon Guidance Setup's landmark mode. Points come as JSON or from a "
-                "keypoint detector's POSE_KEYPOINT output (OpenPose/DWPose format). No mask is needed."),
+                "face's) by position, for Dragon Guidance Setup's landmark mode. Click the pairs on the node's "
+                "canvas, type them as JSON, or take them from a keypoint detector's POSE_KEYPOINT output "
+                "(OpenPose/DWPose format). No mask is needed."),
             inputs=[
                 io.Image.Input("image", tooltip="The image being edited (gives the size; the points are its pixels)."),
                 io.String.Input("source_points", default="", multiline=True,
@@ -66,4 +67,8 @@ class DragonLandmarks(io.ComfyNode):
                  "target_keypoints" if target_keypoints is not None else "target_points")
         dp = DragPoints(pairs=pair_landmarks(NODE, src, tgt, w, h, names), width=w, height=h)
         preview = render_preview(image, None, dp)
-        return io.NodeOutput(dp, preview, ui=ui.PreviewImage(preview, cls=cls))
+        # the node's canvas (web/js/dragon_editor.js) shows the image and the pairs; the preview output goes to a
+        # Preview Image
+        state = {"image": _save_temp(image[:1, ..., :3], "dragon_landmarks_image"), "width": w, "height": h,
+                 "mask": None, "reference": None, "points": [[*p.handle, *p.target] for p in dp.pairs], "notes": []}
+        return io.NodeOutput(dp, preview, ui={"dragon_editor": [state]})

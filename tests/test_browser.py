@@ -132,7 +132,7 @@ def _state(pg, nid: str) -> dict:
       if (!n) throw new Error(`node ${id} is gone: the graph was replaced (${app.graph._nodes.length} nodes: ` +
                               app.graph._nodes.map(m => m.type).join(", ") + ")");
       const e = n.dragonEditor;
-      const v = (k) => n.widgets.find(w => w.name === k).value;
+      const v = (k) => (n.widgets.find(w => w.name === k) || {}).value;
       const lay = e.layers.mask; let painted = 0;
       if (lay.w > 1) { const d = lay.data.getContext("2d").getImageData(0, 0, lay.w, lay.h).data;
         for (let i = 3; i < d.length; i += 4) painted += d[i] > 0; }
@@ -557,3 +557,45 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode_in_the_nodes_2_rendere
         assert "centred_features" not in folded and "offset_x" in folded
     finally:
         pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
+def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
+    """Dragon Landmarks reuses the editor's canvas for its two lists: clicks alternate source and target and are
+    written to the labelled source_points / target_points boxes (which stay visible, for a detector's output),
+    typed lists show on the canvas, and a connected keypoint input locks the canvas with a note."""
+    pg = page
+    _test_image(server.input_dir / "dragon_browser.png", W, H)
+    nid = pg.evaluate("""() => { const g = app.graph; g.clear();
+        const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
+        li.widgets.find(w => w.name === "image").value = "dragon_browser.png";
+        const lm = LiteGraph.createNode("DragonDiffusion_Landmarks"); lm.pos = [340, 0]; g.add(lm);
+        lm.setSize([480, 640]); li.connect(0, lm, 0);
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true);
+        return String(lm.id); }""")
+    _wait(pg, nid, lambda s: s["W"] == W and "landmark" in s["hint"], "the picture on the Landmarks canvas")
+    node_buttons = pg.evaluate(f"() => Array.from(app.graph.getNodeById({nid}).dragonEditor.root.querySelectorAll('button')).map(b => b.textContent)")
+    assert "Mask" not in node_buttons and "Points" in node_buttons
+    box = _settled_box(pg, pg.locator(".dragon-canvas").first)
+    for x, y in ((20, 30), (25, 28), (60, 50), (64, 55)):
+        pg.mouse.click(*_screen(box, x + 0.5, y + 0.5))
+    values = pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+        return [n.widgets.find(w => w.name === "source_points").value, n.widgets.find(w => w.name === "target_points").value]; }}""")
+    assert [json.loads(v) for v in values] == [[[20, 30], [60, 50]], [[25, 28], [64, 55]]], values
+    # typed lists appear on the canvas
+    pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+        n.widgets.find(w => w.name === "source_points").value = "[[10, 10], [100, 80], [5, 5]]";
+        n.widgets.find(w => w.name === "target_points").value = "[[12, 14], [90, 70], [6, 9]]"; }}""")
+    st = _wait(pg, nid, lambda s: len(s["points"]) == 6, "the typed pairs on the canvas")
+    assert st["points"] == [[10, 10], [12, 14], [100, 80], [90, 70], [5, 5], [6, 9]]
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / "dragon_landmarks.png"), clip=_node_clip(pg, nid))
+    # with a detector's keypoints connected the lists are not what runs: the canvas refuses edits, with a note
+    # (the link is marked on the slot directly: no node here outputs POSE_KEYPOINT)
+    pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+        n.inputs.find(i => i.name === "source_keypoints").link = 987654; }}""")
+    pg.mouse.click(*_screen(box, 40.5, 40.5))
+    st = _wait(pg, nid, lambda s: any("source_keypoints" in t for t in s["notes"]), "the keypoints note")
+    assert len(st["points"]) == 6
+    pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+        n.inputs.find(i => i.name === "source_keypoints").link = null; }}""")
+    assert not pg.dragon_errors, pg.dragon_errors

@@ -77,7 +77,8 @@ def test_mode_workflow_edits_inside_the_region(server, case, family):
     assert out.shape == ref.shape and out.isfinite().all()
     assert not out.eq(ref).all()
     if lm is not None:
-        assert h["outputs"][lm]["images"], "Dragon Landmarks should show a preview"
+        st = h["outputs"][lm]["dragon_editor"][0]  # its canvas gets the picture and the pairs it used
+        assert st["image"]["type"] == "temp" and len(st["points"]) >= 1 and "images" not in h["outputs"][lm]
     new_log = server.log()[log_before:]
     assert "Traceback" not in new_log and "!!! Exception" not in new_log, new_log[-3000:]
 

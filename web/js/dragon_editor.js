@@ -1,4 +1,5 @@
-// Mask/Point Editor on the ComfyUI canvas (DragonDiffusion_MaskPointEditor).
+// Mask/Point Editor on the ComfyUI canvas (DragonDiffusion_MaskPointEditor), and the same canvas for Dragon
+// Landmarks' point pairs (DragonDiffusion_Landmarks: points only, kept in its source/target lists; see CONFIGS).
 //
 // The node shows its input image on a canvas inside the node: the image of the last run (sent by
 // the backend in the "dragon_editor" UI message) or, before any run, the image of an upstream Load
@@ -20,7 +21,88 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
-const NODE_TYPE = "DragonDiffusion_MaskPointEditor";
+// Parse one point list: [[x, y], ...] or [{"x":..,"y":..}, ...] (or handle/target pairs); throws on bad input.
+function parsePoints(text) {
+  const data = JSON.parse(String(text || "").trim() || "[]");
+  if (!Array.isArray(data)) throw new Error("not a list");
+  const pts = [];
+  for (const p of data) {
+    if (Array.isArray(p?.handle) && Array.isArray(p?.target)) {
+      pts.push([+p.handle[0], +p.handle[1]], [+p.target[0], +p.target[1]]);
+    } else if (p && typeof p === "object" && "x" in p && "y" in p) {
+      pts.push([+p.x, +p.y]);
+    } else if (Array.isArray(p) && p.length === 2) {
+      pts.push([+p[0], +p[1]]);
+    } else {
+      throw new Error("bad point");
+    }
+  }
+  return pts.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+}
+
+// The two nodes with a canvas. The Mask/Point Editor keeps the points as one alternating handle, target list and
+// has the brush; Dragon Landmarks keeps two lists paired by position (its labelled source/target boxes, which stay
+// visible for pasting a detector's output) and only points.
+const CONFIGS = {
+  DragonDiffusion_MaskPointEditor: {
+    brush: true,
+    hidden: ["points", "points_size", "editor_mask", "editor_reference"],
+    json: true,
+    numbered: false,
+    firstHint: "Click a handle point on the object, then where it should go.",
+    read: (ed) => {
+      const text = ed.w("points")?.value ?? "[]";
+      return { text, parse: () => parsePoints(text) };
+    },
+    write: (ed, points) => {
+      const text = JSON.stringify(points.map(([x, y]) => ({ x, y })));
+      const pw = ed.w("points");
+      if (pw) pw.value = text;
+      return text;
+    },
+  },
+  DragonDiffusion_Landmarks: {
+    brush: false,
+    hidden: [],
+    json: false,
+    numbered: true,
+    firstHint: "Click a landmark where it is now, then where it should go; pairs are numbered in order.",
+    locked: ["source_keypoints", "target_keypoints"], // a detector's points replace the lists: not editable here
+    read: (ed) => {
+      const a = ed.w("source_points")?.value ?? "";
+      const b = ed.w("target_points")?.value ?? "";
+      return {
+        text: `${a}\u0000${b}`,
+        parse: () => {
+          const src = parsePoints(a);
+          const tgt = parsePoints(b);
+          const pts = [];
+          for (let i = 0; i < src.length; i++) {
+            pts.push(src[i]);
+            if (i < tgt.length) pts.push(tgt[i]);
+            else break; // a source without its target yet: the last point, waiting for its target
+          }
+          if (tgt.length > src.length || (src.length > tgt.length + 1)) {
+            ed.setNote("count", `source_points has ${src.length} points and target_points ${tgt.length}: ` +
+              "the canvas shows the pairs they have in common.");
+          } else ed.setNote("count", null);
+          return pts;
+        },
+      };
+    },
+    write: (ed, points) => {
+      const src = points.filter((_, i) => i % 2 === 0).map(([x, y]) => [x, y]);
+      const tgt = points.filter((_, i) => i % 2 === 1).map(([x, y]) => [x, y]);
+      const a = JSON.stringify(src);
+      const b = JSON.stringify(tgt);
+      const sw = ed.w("source_points");
+      const tw = ed.w("target_points");
+      if (sw) sw.value = a;
+      if (tw) tw.value = b;
+      return `${a}\u0000${b}`;
+    },
+  },
+};
 const SUBFOLDER = "dragon_editor";
 const HIT_PX = 9; // screen pixels within which a click grabs a point
 // the same table as nodes/editor.py MASK_COLORS (0..1 there)
@@ -32,7 +114,6 @@ const LAYERS = {
   mask: { widget: "editor_mask", upstream: "mask", label: "Mask" },
   reference: { widget: "editor_reference", upstream: "reference", label: "Ref" },
 };
-const STATE_WIDGETS = ["points", "points_size", "editor_mask", "editor_reference"];
 const BRUSH_MIN = 1;
 const BRUSH_MAX = 512;
 const POLL_MS = 250; // the Nodes 2.0 renderer does not call onDrawForeground: the editor polls on its own too
@@ -251,8 +332,9 @@ class Layer {
 let editorCount = 0;
 
 class DragonEditor {
-  constructor(node) {
+  constructor(node, cfg) {
     this.node = node;
+    this.cfg = cfg;
     this.w = (name) => node.widgets?.find((w) => w.name === name);
     this.image = null; // HTMLImageElement or null
     this.W = 0;
@@ -292,17 +374,20 @@ class DragonEditor {
     root.className = "dragon-editor widget-expands";
     const bar = document.createElement("div");
     bar.className = "dragon-bar";
+    const brush = this.cfg.brush;
     this.toolButtons = {
       points: button("Points", "Click a handle, then its target. Drag to move; right-click deletes a pair.", () => this.setTool("points")),
-      mask: button("Mask", "Brush the editable/object mask (right button erases).", () => this.setTool("mask")),
-      reference: button("Ref", "Brush the reference region (right button erases).", () => this.setTool("reference")),
     };
+    if (brush) {
+      this.toolButtons.mask = button("Mask", "Brush the editable/object mask (right button erases).", () => this.setTool("mask"));
+      this.toolButtons.reference = button("Ref", "Brush the reference region (right button erases).", () => this.setTool("reference"));
+    }
     Object.values(this.toolButtons).forEach((b) => bar.appendChild(b));
     this.eraseButton = button("Erase", "Brush erases instead of painting.", () => {
       this.erase = !this.erase;
       this.eraseButton.classList.toggle("active", this.erase);
     });
-    bar.appendChild(this.eraseButton);
+    if (brush) bar.appendChild(this.eraseButton);
     // brush radius: -/+ step by a quarter (1 -> 512 in 28 clicks), or type it; [ and ] over the canvas
     const size = document.createElement("input");
     size.type = "number";
@@ -319,11 +404,13 @@ class DragonEditor {
     size.addEventListener("change", () => this.setBrush(Number(size.value) || this.brush));
     for (const ev of ["pointerdown", "keydown"]) size.addEventListener(ev, (e) => e.stopPropagation());
     this.sizeInput = size;
-    bar.append(
-      button("−", "Smaller brush", () => this.setBrush(this.brush / 1.25)),
-      size,
-      button("+", "Larger brush", () => this.setBrush(this.brush * 1.25)),
-    );
+    if (brush) {
+      bar.append(
+        button("−", "Smaller brush", () => this.setBrush(this.brush / 1.25)),
+        size,
+        button("+", "Larger brush", () => this.setBrush(this.brush * 1.25)),
+      );
+    }
     bar.appendChild(button("Undo pt", "Delete the last point.", () => {
       this.setPoints(this.points.slice(0, -1));
       recordUndoStep();
@@ -332,12 +419,14 @@ class DragonEditor {
       this.setPoints([]);
       recordUndoStep();
     }));
-    bar.appendChild(button("Clear mask", "Clear the brush strokes of the current layer (Mask, or Ref when Ref is selected).",
-      () => {
-        this.clearLayer(this.tool === "reference" ? "reference" : "mask");
-        recordUndoStep();
-      }));
-    bar.appendChild(button("JSON", "Show or hide the points as JSON text (editable).", () => this.toggleJSON()));
+    if (brush) {
+      bar.appendChild(button("Clear mask", "Clear the brush strokes of the current layer (Mask, or Ref when Ref is selected).",
+        () => {
+          this.clearLayer(this.tool === "reference" ? "reference" : "mask");
+          recordUndoStep();
+        }));
+    }
+    if (this.cfg.json) bar.appendChild(button("JSON", "Show or hide the points as JSON text (editable).", () => this.toggleJSON()));
     const json = document.createElement("textarea");
     json.className = "dragon-json";
     json.spellcheck = false;
@@ -410,7 +499,7 @@ class DragonEditor {
   }
 
   hideStateWidgets() {
-    for (const name of STATE_WIDGETS) {
+    for (const name of this.cfg.hidden) {
       const w = this.w(name);
       if (!w) continue;
       w.hidden = true; // classic renderer
@@ -433,7 +522,7 @@ class DragonEditor {
       if (w.element) w.element.style.display = "none";
     }
     for (const [key, spec] of Object.entries(LAYERS)) {
-      const w = this.w(spec.widget);
+      const w = this.cfg.brush ? this.w(spec.widget) : null;
       if (!w) continue;
       // on queue the strokes are uploaded once and the prompt names the file
       w.serializeValue = async () => {
@@ -527,6 +616,11 @@ class DragonEditor {
     e.stopPropagation();
     if (!this.W) return;
     const p = this.toImage(e);
+    const locked = (this.cfg.locked || []).find((name) => this.isLinked(name));
+    if (this.tool === "points" && locked) {
+      this.setNote("locked", `The points come from ${locked}; edit them there (or disconnect it to edit them here).`);
+      return;
+    }
     if (this.tool === "points") {
       const i = this.hit(p);
       if (e.button === 2) {
@@ -593,11 +687,11 @@ class DragonEditor {
   // ---- state <-> widgets ------------------------------------------------------------------------
   setPoints(points) {
     this.points = points;
-    const text = JSON.stringify(points.map(([x, y]) => ({ x, y })));
-    const pw = this.w("points");
-    if (pw) pw.value = text;
+    const text = this.cfg.write(this, points);
     this.pointsText = text;
-    if (this.json && this.json.style.display !== "none" && document.activeElement !== this.json) this.json.value = text;
+    if (this.json && this.json.style.display !== "none" && document.activeElement !== this.json) {
+      this.json.value = this.w("points")?.value ?? "[]";
+    }
     const sw = this.w("points_size");
     if (sw && this.W) sw.value = points.length ? `${this.W}x${this.H}` : "";
     this.node.setDirtyCanvas(true, true);
@@ -606,24 +700,11 @@ class DragonEditor {
 
   // Re-read the points widget when it changed outside the editor (typed JSON, workflow load).
   syncPoints() {
-    const text = this.w("points")?.value ?? "[]";
+    const { text, parse } = this.cfg.read(this);
     if (text === this.pointsText) return;
     this.pointsText = text;
     try {
-      const data = JSON.parse(text || "[]");
-      const pts = [];
-      for (const p of data) {
-        if (Array.isArray(p?.handle) && Array.isArray(p?.target)) {
-          pts.push([+p.handle[0], +p.handle[1]], [+p.target[0], +p.target[1]]);
-        } else if (p && typeof p === "object" && "x" in p && "y" in p) {
-          pts.push([+p.x, +p.y]);
-        } else if (Array.isArray(p) && p.length === 2) {
-          pts.push([+p[0], +p[1]]);
-        } else {
-          throw new Error("bad point");
-        }
-      }
-      this.points = pts.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+      this.points = parse();
       this.setNote("json", null);
     } catch {
       this.points = [];
@@ -905,6 +986,20 @@ class DragonEditor {
       ctx.closePath();
       ctx.fill();
     }
+    if (this.cfg.numbered) {
+      // landmarks pair by position: number each source point
+      ctx.font = `${Math.round(11 * u)}px sans-serif`;
+      ctx.textBaseline = "bottom";
+      ctx.lineWidth = 3 * u;
+      for (let i = 0; i < this.points.length; i += 2) {
+        const [x, y] = at(this.points[i]);
+        const label = String(i / 2 + 1);
+        ctx.strokeStyle = "rgba(0,0,0,0.8)";
+        ctx.strokeText(label, x + r, y - r * 0.6);
+        ctx.fillStyle = "#fff";
+        ctx.fillText(label, x + r, y - r * 0.6);
+      }
+    }
     this.points.forEach((p, i) => {
       const [x, y] = at(p);
       ctx.fillStyle = i % 2 ? "#2a5cf5" : "#f22";
@@ -940,8 +1035,8 @@ class DragonEditor {
     if (!this.W) return "Connect a Load Image (or run the graph) to show the picture here.";
     const strokes = Object.values(this.layers).some((l) => !l.empty || l.upstream);
     if (this.tool === "points" && !this.points.length) {
-      return strokes ? "Click a handle point on the object, then where it should go."
-        : "Click a handle point on the object, then where it should go. Mask: paint the object (move/resize) or the area that may change (drag).";
+      if (!this.cfg.brush || strokes) return this.cfg.firstHint;
+      return `${this.cfg.firstHint} Mask: paint the object (move/resize) or the area that may change (drag).`;
     }
     if (this.tool !== "points" && !strokes) return "Paint with the left button, erase with the right. [ and ] change the brush.";
     return "";
@@ -982,11 +1077,12 @@ function recordUndoStep() {
 app.registerExtension({
   name: "DragonDiffusion.MaskPointEditor",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE_TYPE) return;
+    const cfg = CONFIGS[nodeData?.name];
+    if (!cfg) return;
     const created = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const r = created?.apply(this, arguments);
-      this.dragonEditor = new DragonEditor(this);
+      this.dragonEditor = new DragonEditor(this, cfg);
       // The canvas already shows the image with live overlays: skip the frontend's image preview
       // below the node (the backend still sends the preview image, for the queue/history UI).
       this.onDrawBackground = function () {};
