@@ -463,6 +463,30 @@ def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
     assert _state(pg, ed)["points"] == [list(p) for p in pts[:3]]
     assert json.loads(_state(pg, ed)["widgets"]["points"]) == [{"x": x, "y": y} for x, y in pts[:3]]
 
+    # each brush stroke is one step too: the strokes live in the widget until a queue, so undo brings them back
+    pg.locator(".dragon-editor button", has_text="Mask").first.click()
+
+    def stroke(y: float) -> None:
+        pg.mouse.move(*_screen(box, 10.5, y))
+        pg.mouse.down()
+        pg.mouse.move(*_screen(box, 60.5, y), steps=6)
+        pg.mouse.up()
+
+    stroke(70.5)
+    one = _wait(pg, ed, lambda s: s["painted"] > 0, "the first stroke")["painted"]
+    stroke(85.5)
+    two = _wait(pg, ed, lambda s: s["painted"] > one, "the second stroke")["painted"]
+
+    def undo_redo_strokes(key: str, want: int) -> None:
+        pg.mouse.click(5, 995)
+        pg.keyboard.press(key)
+        _wait(pg, ed, lambda s: s["painted"] == want, f"{want} painted pixels after {key}")
+
+    undo_redo_strokes("Control+z", one)
+    undo_redo_strokes("Control+z", 0)
+    undo_redo_strokes("Control+y", one)
+    assert len(_state(pg, ed)["points"]) == 3  # the points were not touched by the strokes' steps
+
 
 def test_the_editor_works_the_same_in_the_nodes_2_renderer(page, server):
     """Nodes 2.0 (the Vue renderer the frontend invites every user to switch to): the state widgets are hidden,
