@@ -248,6 +248,16 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     pg.mouse.wheel(0, -120)
     pg.wait_for_timeout(300)
     assert pg.evaluate("() => app.canvas.ds.scale") > scale0 * 1.01
+    # and the middle button pans it
+    off0 = pg.evaluate("() => Array.from(app.canvas.ds.offset)")
+    pg.mouse.move(*_screen(box, W / 2, H / 2))
+    pg.mouse.down(button="middle")
+    pg.mouse.move(*_screen(box, W / 2 + 30, H / 2 + 20), steps=5)
+    pg.mouse.up(button="middle")
+    pg.wait_for_timeout(200)
+    off1 = pg.evaluate("() => Array.from(app.canvas.ds.offset)")
+    assert off1[0] > off0[0] + 5 and off1[1] > off0[1] + 3, (off0, off1)
+    assert _state(pg, ed)["points"] == []  # the pan placed no point
     pg.evaluate("([z]) => { app.canvas.ds.scale = z; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true); }",
                 [ZOOM])
     pg.wait_for_timeout(300)
