@@ -883,6 +883,7 @@ class DragonEditor {
       const lay = this.layers[key];
       if (m?.file && m.slot === 1) {
         const alpha = viewURL(m.file, "a");
+        if (lay.upstreamKey === `alpha:${alpha}`) continue; // already shown (or loading)
         if (lay.upstreamKey.startsWith("run:") && this.ranOn[key] === alpha) continue;
         lay.setUpstream(alpha, `alpha:${alpha}`, true).then(() => this.redraw())
           .catch(() => this.setNote("image", "The upstream mask could not be loaded."));
@@ -1083,8 +1084,8 @@ app.registerExtension({
     nodeType.prototype.onNodeCreated = function () {
       const r = created?.apply(this, arguments);
       this.dragonEditor = new DragonEditor(this, cfg);
-      // The canvas already shows the image with live overlays: skip the frontend's image preview
-      // below the node (the backend still sends the preview image, for the queue/history UI).
+      // The canvas already shows the image with live overlays: no image preview below the node (the backend
+      // sends none; this also covers an image set on the node by other means).
       this.onDrawBackground = function () {};
       this.setSize([Math.max(this.size[0], 420), Math.max(this.size[1], 480)]);
       return r;
