@@ -163,3 +163,36 @@ def test_kv_bank_mb_refuses_what_is_not_a_size(comfy, scene, bad):
     with pytest.raises(comfy.module("dragon_core.errors").DragonInputError) as e:
         node.execute(scene["model"], scene["cond"], {"samples": scene["lat"]}, STEPS, bad)
     assert "kv_bank_mb" in str(e.value)
+
+
+def test_bank_bookkeeping_budget_and_a_step_the_unet_ran_twice():
+    """Plain core: a step whose UNet ran twice (e.g. batched area conds) is not banked but does not fill the bank;
+    the first step over budget fills it, and the steps after it are not even copied."""
+    from dragon_core.attention import KVBank
+
+    kv = torch.ones(1, 4, 8)  # 128 bytes each of k and v
+    bank = KVBank(budget_bytes=2 * 256)
+    bank.begin(9)
+    bank.record(("output", 3, 0), kv, kv)
+    bank.end()
+    bank.begin(8)
+    bank.record(("output", 3, 0), kv, kv)
+    bank.record(("output", 3, 0), kv, kv)  # the same layer again in one step
+    bank.end()
+    assert sorted(bank.steps) == [9] and bank.dropped == 1 and not bank.full
+    bank.begin(7)
+    bank.record(("output", 3, 0), kv, kv)
+    bank.end()
+    bank.begin(6)
+    bank.record(("output", 3, 0), kv, kv)
+    bank.end()
+    assert sorted(bank.steps) == [7, 9]  # step 6 did not fit
+    assert bank.nbytes == 512 and bank.dropped == 2 and bank.full
+    bank.begin(5)
+    bank.record(("output", 3, 0), kv, kv)
+    assert bank._pending == {}  # full: nothing is copied
+    bank.end()
+    assert bank.dropped == 3 and bank.get(5) is None and bank.get(9) is not None
+    # the stored copies do not alias the UNet's tensors
+    kv.add_(1)
+    assert float(bank.get(9)[("output", 3, 0)][0].max()) == 1.0
