@@ -633,3 +633,36 @@ def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
     pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
         n.inputs.find(i => i.name === "source_keypoints").link = null; }}""")
     assert not pg.dragon_errors, pg.dragon_errors
+
+
+def test_strokes_on_a_large_image_are_stored_off_thread_and_a_queue_waits_for_them(page, server):
+    """Above 2048x2048 a stroke's PNG is encoded asynchronously; a queue right after the stroke still sends it."""
+    pg = page
+    big = 2100
+    Image.new("RGB", (big, big), (90, 120, 160)).save(server.input_dir / "dragon_big.png")
+    ids = pg.evaluate("""() => { const g = app.graph; g.clear();
+        const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
+        li.widgets.find(w => w.name === "image").value = "dragon_big.png";
+        const ed = LiteGraph.createNode("DragonDiffusion_MaskPointEditor"); ed.pos = [340, 0]; g.add(ed);
+        ed.setSize([480, 560]); li.connect(0, ed, 0);
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true);
+        return {editor: String(ed.id)}; }""")
+    ed = ids["editor"]
+    _wait(pg, ed, lambda s: s["W"] == big, "the large picture", timeout=60)
+    box = _settled_box(pg, pg.locator(".dragon-canvas").first)
+    pg.locator(".dragon-editor button", has_text="Mask").first.click()
+    size = pg.locator(".dragon-editor .dragon-size").first
+    size.fill("60")
+    size.press("Enter")
+    sx, sy = box["width"] / big, box["height"] / big
+    pg.mouse.move(box["x"] + 500 * sx, box["y"] + 1000 * sy)
+    pg.mouse.down()
+    pg.mouse.move(box["x"] + 1500 * sx, box["y"] + 1000 * sy, steps=8)
+    pg.mouse.up()
+    sent = pg.evaluate("async (id) => (await app.graphToPrompt()).output[id].inputs.editor_mask", ed)
+    assert sent.startswith("dragon_editor/"), sent[:80]
+    with Image.open(server.input_dir / sent) as im:
+        alpha = np.asarray(im.getchannel("A"))
+    assert alpha.shape == (big, big)
+    assert alpha[1000, 1000] == 255 and alpha[1000, 520] == 255 and alpha[200, 1000] == 0
+    assert not pg.dragon_errors, pg.dragon_errors

@@ -116,6 +116,7 @@ const LAYERS = {
 };
 const BRUSH_MIN = 1;
 const BRUSH_MAX = 512;
+const SYNC_ENCODE_PIXELS = 2048 * 2048; // brush layers up to this size are stored at once after a stroke
 const POLL_MS = 250; // the Nodes 2.0 renderer does not call onDrawForeground: the editor polls on its own too
 
 function canvas2d(w, h) {
@@ -347,6 +348,7 @@ class DragonEditor {
     this.layers = Object.fromEntries(Object.entries(LAYERS).map(([k, s]) => [k, new Layer(k, s)]));
     this.layerFiles = { mask: null, reference: null }; // the widget value each layer holds
     this.uploads = {}; // layer key -> the upload of its current strokes, while it runs
+    this.commits = {}; // layer key -> the encoding of its latest strokes into the widget, while it runs
     this.tool = "points";
     this.erase = false;
     this.brush = 16;
@@ -526,6 +528,7 @@ class DragonEditor {
       if (!w) continue;
       // on queue the strokes are uploaded once and the prompt names the file
       w.serializeValue = async () => {
+        await this.commits[key];
         if (String(w.value || "").startsWith("data:")) await this.upload(key);
         return w.value;
       };
@@ -678,10 +681,11 @@ class DragonEditor {
       return;
     }
     e.stopPropagation();
+    // one undo step per point placed or moved, per brush stroke (its mousedown began it)
     if (d.kind === "point") {
       this.setPoints(this.points);
-    } else this.commitLayer(this.tool);
-    recordUndoStep(); // one step per point placed or moved, per brush stroke (its mousedown began it)
+      recordUndoStep();
+    } else this.commitLayer(this.tool).then(recordUndoStep);
   }
 
   // ---- state <-> widgets ------------------------------------------------------------------------
@@ -719,6 +723,7 @@ class DragonEditor {
   }
 
   clearLayer(key) {
+    delete this.commits[key]; // a stroke still being encoded must not come back
     const lay = this.layers[key];
     lay.reset(this.W || lay.w, this.H || lay.h);
     this.layerFiles[key] = "";
@@ -729,12 +734,37 @@ class DragonEditor {
 
   // The strokes so far become the layer's widget value, a data: URL: saved with the workflow and in ComfyUI's
   // undo history, uploaded only when the workflow is queued.
+  // Up to SYNC_ENCODE_PIXELS the PNG is encoded at once (tens of ms), so the stroke's undo step exists before the
+  // next key press; a larger layer is encoded off the page's thread (toBlob), so a stroke does not stall the
+  // graph for a second, and a queue meanwhile waits for it (serializeValue).
   commitLayer(key) {
     const lay = this.layers[key];
     const w = this.w(LAYERS[key].widget);
-    const value = lay.empty ? "" : lay.data.toDataURL("image/png");
-    this.layerFiles[key] = value;
-    if (w) w.value = value;
+    const set = (value) => {
+      this.layerFiles[key] = value;
+      if (w) w.value = value;
+    };
+    if (lay.empty || lay.w * lay.h <= SYNC_ENCODE_PIXELS) {
+      set(lay.empty ? "" : lay.data.toDataURL("image/png"));
+      delete this.commits[key];
+      return Promise.resolve();
+    }
+    const done = new Promise((resolve) => lay.data.toBlob(resolve, "image/png"))
+      .then((blob) => new Promise((resolve, reject) => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.onerror = () => reject(reader.error);
+        reader.readAsDataURL(blob);
+      }))
+      .then((value) => {
+        if (this.commits[key] === done) set(value); // a later stroke's commit wins
+      })
+      .catch((err) => this.setNote("upload", `The strokes could not be stored: ${err?.message || err}.`))
+      .finally(() => {
+        if (this.commits[key] === done) delete this.commits[key];
+      });
+    this.commits[key] = done;
+    return done;
   }
 
   // Upload the layer's strokes (named by their content, so an unchanged layer is one file) and name the file
