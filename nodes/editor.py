@@ -260,6 +260,20 @@ def _save_temp(img: torch.Tensor, prefix: str) -> dict:
                                                cls=None, compress_level=1)[0])
 
 
+def canvas_ui(image: torch.Tensor, prefix: str, pairs, notes: list[str], mask: torch.Tensor | None = None,
+              reference: torch.Tensor | None = None) -> dict:
+    """The UI message for a node's canvas (web/js/dragon_editor.js): the picture, the upstream masks and the point
+    pairs the run used. No "images" entry: the canvas shows the picture with its overlays (the Nodes 2.0 renderer
+    would show a preview as a second picture under it); the preview output goes to a Preview Image."""
+    def grey(m, name):
+        return _save_temp(m[None, ..., None].expand(-1, -1, -1, 3), f"{prefix}_{name}") if m is not None else None
+
+    _, h, w, _ = image.shape
+    return {"dragon_editor": [{"image": _save_temp(image[:1, ..., :3], f"{prefix}_image"), "width": w, "height": h,
+                               "mask": grey(mask, "mask"), "reference": grey(reference, "ref"),
+                               "points": [[*p.handle, *p.target] for p in pairs], "notes": notes}]}
+
+
 class MaskPointEditor(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -354,13 +368,5 @@ class MaskPointEditor(io.ComfyNode):
         dp = DragPoints(pairs=pairs, width=w, height=h)
         preview = render_preview(image, out_mask if m is not None else None, dp, out_ref if ref is not None else None,
                                  mask_color, float(mask_opacity))
-        # no "images" entry: the node's canvas shows the image with its overlays (the Nodes 2.0 renderer would
-        # show the preview as a second picture under it); the preview output goes to Preview Image
-        shown = {}
-        state = {"image": _save_temp(image[:1, ..., :3], "dragon_editor_image"), "width": w, "height": h,
-                 "mask": _save_temp(base[None, ..., None].expand(-1, -1, -1, 3), "dragon_editor_mask") if base is not None else None,
-                 "reference": (_save_temp(base_ref[None, ..., None].expand(-1, -1, -1, 3), "dragon_editor_ref")
-                               if base_ref is not None else None),
-                 "points": [[*p.handle, *p.target] for p in pairs], "notes": notes}
-        shown["dragon_editor"] = [state]
-        return io.NodeOutput(out_mask, dp, preview, out_ref, ui=shown)
+        return io.NodeOutput(out_mask, dp, preview, out_ref,
+                             ui=canvas_ui(image, "dragon_editor", pairs, notes, base, base_ref))

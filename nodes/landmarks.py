@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.landmarks import POSE_PARTS, pair_landmarks, parse_point_list, pose_points
 from ..dragon_core.spec import DragPoints
-from .editor import _save_temp, render_preview
+from .editor import canvas_ui, render_preview
 from .types import CATEGORY, DragonPointsType
 
 NODE = "Dragon Landmarks"
@@ -67,8 +67,4 @@ class DragonLandmarks(io.ComfyNode):
                  "target_keypoints" if target_keypoints is not None else "target_points")
         dp = DragPoints(pairs=pair_landmarks(NODE, src, tgt, w, h, names), width=w, height=h)
         preview = render_preview(image, None, dp)
-        # the node's canvas (web/js/dragon_editor.js) shows the image and the pairs; the preview output goes to a
-        # Preview Image
-        state = {"image": _save_temp(image[:1, ..., :3], "dragon_landmarks_image"), "width": w, "height": h,
-                 "mask": None, "reference": None, "points": [[*p.handle, *p.target] for p in dp.pairs], "notes": []}
-        return io.NodeOutput(dp, preview, ui={"dragon_editor": [state]})
+        return io.NodeOutput(dp, preview, ui=canvas_ui(image, "dragon_landmarks", dp.pairs, []))
