@@ -136,7 +136,11 @@ class ComfyBackend:
         self.extra_args = extra_args
         self._blocks = feature_blocks
         self._kv = kv_patches
-        self._wrapped = [m for m in self.base.diffusion_model.modules() if hasattr(m, "weight_function")]
+        # the modules carrying our weight wrappers (none unless bench_speed's weight_copies path is on), so that
+        # the no-grad passes do not scan the whole UNet for them
+        self._wrapped = [m for m in self.base.diffusion_model.modules()
+                         if any(isinstance(f, WeightCopy) for attr in ("weight_function", "bias_function")
+                                for f in m.__dict__.get(attr) or ())]
 
     def _sigma(self, x, sigma):
         return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
