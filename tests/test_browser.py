@@ -126,6 +126,17 @@ BUILD = """([zoom]) => {
 EDITOR = "(id) => app.graph.getNodeById(Number(id))"
 
 
+def _picture_into(pg, picture: str, node_type: str, size: list[int]) -> str:
+    """A new graph: Load Image (`picture`) -> a node with the editor's canvas, at zoom 1; that node's id."""
+    return pg.evaluate("""([picture, type, size]) => { const g = app.graph; g.clear();
+        const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
+        li.widgets.find(w => w.name === "image").value = picture;
+        const n = LiteGraph.createNode(type); n.pos = [340, 0]; g.add(n);
+        n.setSize(size); li.connect(0, n, 0);
+        app.canvas.ds.scale = 1; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true);
+        return String(n.id); }""", [picture, node_type, size])
+
+
 def _state(pg, nid: str) -> dict:
     return pg.evaluate("""(id) => {
       const n = app.graph.getNodeById(Number(id));
@@ -599,13 +610,7 @@ def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
     typed lists show on the canvas, and a connected keypoint input locks the canvas with a note."""
     pg = page
     _test_image(server.input_dir / "dragon_browser.png", W, H)
-    nid = pg.evaluate("""() => { const g = app.graph; g.clear();
-        const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
-        li.widgets.find(w => w.name === "image").value = "dragon_browser.png";
-        const lm = LiteGraph.createNode("DragonDiffusion_Landmarks"); lm.pos = [340, 0]; g.add(lm);
-        lm.setSize([480, 640]); li.connect(0, lm, 0);
-        app.canvas.ds.scale = 1; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true);
-        return String(lm.id); }""")
+    nid = _picture_into(pg, "dragon_browser.png", "DragonDiffusion_Landmarks", [480, 640])
     _wait(pg, nid, lambda s: s["W"] == W and "landmark" in s["hint"], "the picture on the Landmarks canvas")
     node_buttons = pg.evaluate(f"() => Array.from(app.graph.getNodeById({nid}).dragonEditor.root.querySelectorAll('button')).map(b => b.textContent)")
     assert "Mask" not in node_buttons and "Points" in node_buttons
@@ -640,14 +645,7 @@ def test_strokes_on_a_large_image_are_stored_off_thread_and_a_queue_waits_for_th
     pg = page
     big = 2100
     Image.new("RGB", (big, big), (90, 120, 160)).save(server.input_dir / "dragon_big.png")
-    ids = pg.evaluate("""() => { const g = app.graph; g.clear();
-        const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
-        li.widgets.find(w => w.name === "image").value = "dragon_big.png";
-        const ed = LiteGraph.createNode("DragonDiffusion_MaskPointEditor"); ed.pos = [340, 0]; g.add(ed);
-        ed.setSize([480, 560]); li.connect(0, ed, 0);
-        app.canvas.ds.scale = 1; app.canvas.ds.offset = [20, 110]; app.canvas.setDirty(true, true);
-        return {editor: String(ed.id)}; }""")
-    ed = ids["editor"]
+    ed = _picture_into(pg, "dragon_big.png", "DragonDiffusion_MaskPointEditor", [480, 560])
     _wait(pg, ed, lambda s: s["W"] == big, "the large picture", timeout=60)
     box = _settled_box(pg, pg.locator(".dragon-canvas").first)
     pg.locator(".dragon-editor button", has_text="Mask").first.click()

@@ -358,6 +358,8 @@ class DragonEditor {
     this.look = "";
     this.buildDOM();
     this.hideStateWidgets();
+    // also in the classic renderer: it calls onDrawForeground only when the graph is redrawn, which a value
+    // typed into a text box or set by another extension does not cause
     this.timer = setInterval(() => {
       if (this.node.graph) this.poll();
     }, POLL_MS);
