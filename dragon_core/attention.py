@@ -32,6 +32,13 @@ def kv_key(extra_options: dict) -> Key:
     return (block[0], block[1], extra_options.get("block_index", 0))
 
 
+def own_attention(attention: AttnFn, q, k, v, extra_options: dict) -> torch.Tensor:
+    """The layer's attention as the model itself would run it, on the given q, k, v (attn1 replace patches end
+    with this)."""
+    return attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                     transformer_options=extra_options)
+
+
 def kv_nbytes(kv: dict) -> int:
     return sum(t.numel() * t.element_size() for pair in kv.values() for t in pair)
 
@@ -101,8 +108,7 @@ class KVRecorder:
         self.bank.record(kv_key(extra_options), k, v)
         if self.inner is not None:
             return self.inner(q, k, v, extra_options)
-        return self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
-                              transformer_options=extra_options)
+        return own_attention(self.attention, q, k, v, extra_options)
 
 
 class StopUNet(Exception):
@@ -174,8 +180,7 @@ class CrossBranchAttention:
                 else:
                     k, v = torch.cat([k, kr], dim=1), torch.cat([v, vr], dim=1)
                 st.injected[(key, st.step)] += 1
-        return self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
-                              transformer_options=extra_options)
+        return own_attention(self.attention, q, k, v, extra_options)
 
 
 class FeatureCapture:
