@@ -25,6 +25,9 @@ def _differentiable_attention(func, *args, **kwargs):
 ALIAS_WEIGHTS_IN_GRAD = True  # off: the gradient pass copies every weight through WeightCopy wrappers (#7's way)
 WEIGHT_COPY_ONLY_IN_GRAD = True  # (aliasing off) off: every pass of the Dragon clone copies every weight (pre-#7)
 DROP_SAVED_WEIGHT_COPIES = True  # (aliasing off) off: autograd keeps the gradient pass's weight copies until the backward
+# on: the gradient pass runs two copies of the latent and one backward (dragon_core.sampler._guidance). Exact up to
+# rounding; slower on the CPU, expected faster on GPUs, where it is to be measured before it becomes the default.
+BATCHED_GRADIENTS = False
 
 _COPY_SOURCE: dict[int, tuple[torch.nn.Module, str]] = {}  # storage address of a live weight copy -> its parameter
 
@@ -176,6 +179,9 @@ class ComfyBackend:
 
     def kv_source(self):
         return self._kv[0].source if self._kv else "inversion"
+
+    def batch_gradients(self):
+        return BATCHED_GRADIENTS
 
     def step_done(self, i, x, denoised):
         pass  # replaced by the sampler function with the KSAMPLER callback

@@ -29,7 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COMFY = REPO / ".comfyui"
+# ComfyUI's folder: scripts/dev-env's, or DRAGON_COMFYUI (scripts/gpu-bench carries a trimmed copy to a GPU machine)
+COMFY = Path(os.environ.get("DRAGON_COMFYUI") or REPO / ".comfyui").resolve()
 PACK_DIR = COMFY / "custom_nodes" / "comfyui-dragondiffusion"
 GB = 1024 ** 3
 
@@ -62,6 +63,8 @@ VARIANTS = {
     "keep_weight_copies": "weight_copies, and autograd keeps the copies until the backward (pre-#7)",
     "pre7": "all three of the above (the engine as it was before #7)",
     "full_unet_grad": "gradient pass runs the whole UNet instead of stopping after the deepest feature stage",
+    "batched_gradients": "switched ON (off in the pack until measured on a GPU): the gradient pass runs two copies of "
+                         "the latent in one forward and one backward, instead of one forward and two backward passes",
 }
 
 
@@ -296,11 +299,12 @@ def check_official_count(pack) -> None:
 
 @contextmanager
 def variant(pack, name: str):
-    """Switch one optimisation off for the duration (the 'before' of a before/after pair)."""
+    """Switch one optimisation off (or, for batched_gradients, on) for the duration: one side of a before/after
+    pair."""
     be = sys.modules[f"{pack.__name__}.nodes.backend"]
     att = sys.modules[f"{pack.__name__}.dragon_core.attention"]
     saved = (be.ALIAS_WEIGHTS_IN_GRAD, be.WEIGHT_COPY_ONLY_IN_GRAD, be.DROP_SAVED_WEIGHT_COPIES,
-             att.BranchState.reset_capture)
+             be.BATCHED_GRADIENTS, att.BranchState.reset_capture)
     if name in ("weight_copies", "copy_every_pass", "keep_weight_copies", "pre7"):
         be.ALIAS_WEIGHTS_IN_GRAD = False
     if name in ("copy_every_pass", "pre7"):
@@ -310,11 +314,13 @@ def variant(pack, name: str):
     if name == "full_unet_grad":
         orig = att.BranchState.reset_capture
         att.BranchState.reset_capture = lambda self, blocks, stop: orig(self, blocks, False)
+    if name == "batched_gradients":
+        be.BATCHED_GRADIENTS = True
     try:
         yield
     finally:
         be.ALIAS_WEIGHTS_IN_GRAD, be.WEIGHT_COPY_ONLY_IN_GRAD, be.DROP_SAVED_WEIGHT_COPIES, \
-            att.BranchState.reset_capture = saved
+            be.BATCHED_GRADIENTS, att.BranchState.reset_capture = saved
 
 
 def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem: Mem, out_runs: list, save):
@@ -465,8 +471,9 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="default 10 on CPU, 50 with --gpu (25: the short schedule)")
     ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--modes", default="move,drag")
-    ap.add_argument("--variants", default="pack,no_kv_bank,weight_copies,pre7,full_unet_grad",
-                    help="before/after switches run on the first mode: " + "; ".join(f"{k}: {v}"
+    ap.add_argument("--variants", default=None,
+                    help="before/after switches run on the first mode (default: pack,no_kv_bank,weight_copies,pre7,"
+                         "full_unet_grad; with --gpu: pack,batched_gradients,no_kv_bank,weight_copies): " + "; ".join(f"{k}: {v}"
                                                                                   for k, v in VARIANTS.items()))
     ap.add_argument("--dtype", default=None, help="fp32 / fp16 / bf16 / bf16-fp32 (default fp32 on CPU, fp16 on GPU)")
     ap.add_argument("--repeat", type=int, default=2, help="repetitions of floor + edit (timings are noisy)")
@@ -486,6 +493,9 @@ def main():
         raise SystemExit("--gpu needs CUDA")
     args.steps = args.steps or (50 if args.gpu else 10)
     args.modes = [m for m in args.modes.split(",") if m]
+    if args.variants is None:
+        args.variants = ("pack,batched_gradients,no_kv_bank,weight_copies" if args.gpu
+                         else "pack,no_kv_bank,weight_copies,pre7,full_unet_grad")
     args.variants = [v for v in args.variants.split(",") if v]
     for v in args.variants:
         if v not in VARIANTS:

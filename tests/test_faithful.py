@@ -356,6 +356,9 @@ class _RecordingBackend:
     def kv_source(self):
         return self.source
 
+    def batch_gradients(self):
+        return False
+
     def step_done(self, i, x, denoised):
         pass
 

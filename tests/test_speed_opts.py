@@ -114,3 +114,50 @@ def test_autograd_keeps_no_weight_copy_for_the_backward(comfy, setup, drop):
         assert held == 0, f"{held} weight copies outlived the forward"
     else:
         assert held > 10  # autograd holds the copies: what `drop` avoids
+
+
+def test_batched_gradients_give_the_same_edit_with_one_backward_per_evaluation(comfy, setup, monkeypatch):
+    """#22 (for GPUs, off by default): two copies of the latent in one gradient forward, one backward of
+    E_edit(copy 0) + E_cons(copy 1), instead of one forward and two backward passes. The same edit up to rounding,
+    measured against what the energy guidance itself changes."""
+    be = comfy.module("nodes.backend")
+    core = comfy.module("dragon_core.sampler")
+    backwards, batches = [], []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*a, **k):
+        backwards.append(1)
+        return real_grad(*a, **k)
+
+    class Batches:
+        def __deepcopy__(self, memo):
+            return self
+
+        def __call__(self, h, hsp, transformer_options):
+            st = transformer_options.get("dragon")
+            if st is not None and st.phase == "grad":
+                batches.append(h.shape[0])
+            return h, hsp
+
+    model = setup["model"].clone()
+    model.set_model_output_block_patch(Batches())
+    monkeypatch.setattr(core.torch.autograd, "grad", counting_grad)
+    out, job = _edit(comfy, setup, model)
+    calls, n_back, seen = job.stats.unet_calls["grad"], len(backwards), set(batches)
+    backwards.clear()
+    batches.clear()
+    monkeypatch.setattr(be, "BATCHED_GRADIENTS", True)
+    out_b, job_b = _edit(comfy, setup, model)
+    assert seen == {1} and set(batches) == {2}
+    assert job_b.stats.unet_calls["grad"] == calls and n_back == 2 * calls and len(backwards) == calls
+    for (e1, c1), (e2, c2) in zip(job.stats.energies, job_b.stats.energies):
+        assert e2 == pytest.approx(e1, rel=1e-5, abs=1e-6) and c2 == pytest.approx(c1, rel=1e-5, abs=1e-6)
+    assert job_b.stats.grad_norms == pytest.approx(job.stats.grad_norms, rel=1e-4)
+    spec = dict(setup["spec"].__dict__)
+    spec["energy_scale"] = 0.0
+    with torch.inference_mode():
+        unguided, _ = comfy.module("nodes.sampler").run_dragon(model, setup["cond"], setup["cond"], setup["inv"],
+                                                               type(setup["spec"])(**spec), 10, 4.0, 3)
+    effect = float((out - unguided).abs().max())
+    diff = float((out - out_b).abs().max())
+    assert effect > 1e-3 and diff < 1e-3 * effect, (diff, effect)
