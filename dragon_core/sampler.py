@@ -191,6 +191,15 @@ def _inversion_input(inversion: Inversion, i: int) -> torch.Tensor:
     return inversion.latents[n - i - 1] * float(vp_scale(lower) / vp_scale(s))
 
 
+# The energies are multiplied by this before the backward pass and the gradient divided by it after. A UNet in
+# fp16 (ComfyUI's default on most GPUs) runs the backward in fp16, where the energies' raw gradients (about 1e-5
+# to 1e-8 per feature element: a mean over hundreds of cells of a cosine over hundreds of channels) fall below
+# fp16's normal range and lose digits or vanish. The official code multiplies the energy by s_E (500-3000) before
+# autograd, which does the same. A power of two, so that in fp32 the result is bit for bit the unscaled one, and
+# independent of energy_scale (applied after), so that large user scales cannot overflow fp16.
+LOSS_SCALE = 1024.0
+
+
 def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, plan: EditPlan,
               ref_feats: list[torch.Tensor], blocks: tuple[int, ...], scale: float, stats: SampleStats,
               batched: bool = False) -> torch.Tensor:
@@ -216,6 +225,8 @@ def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, p
         if batched:
             e_cons = plan.energy(gen[1], ref)[1]
         stats.energies.append((float(e_edit.detach()), float(e_cons.detach())))
+        # loss scaling, as the official s_E before autograd: see LOSS_SCALE
+        e_edit, e_cons = e_edit * LOSS_SCALE, e_cons * LOSS_SCALE
         if batched:
             terms = [e for e in (e_edit, e_cons) if e.requires_grad]
             dz = torch.autograd.grad(sum(terms), z, allow_unused=True)[0] if terms else None
@@ -226,12 +237,12 @@ def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, p
                 if e_edit.requires_grad else None
             g_cons = torch.autograd.grad(e_cons, z, allow_unused=True)[0] if e_cons.requires_grad else None
         del gen
-    g = torch.zeros_like(x)
+    g = torch.zeros_like(x, dtype=torch.float32)
     if g_edit is not None:
-        g = g + plan.grad_mask * g_edit.detach()
+        g = g + plan.grad_mask * g_edit.detach().float()
     if g_cons is not None:
-        g = g + (1 - plan.grad_mask) * g_cons.detach()
-    g = scale * g
+        g = g + (1 - plan.grad_mask) * g_cons.detach().float()
+    g = (scale / LOSS_SCALE) * g
     if not torch.isfinite(g).all():
         log.warning("DragonDiffusion: non-finite energy gradient at sigma %.3f; step left unguided.", s)
         return torch.zeros_like(x)

@@ -60,13 +60,20 @@ def _patcher(model) -> comfy.model_patcher.ModelPatcher:
                                             offload_device=mm.unet_offload_device())
 
 
-def tiny_sd1(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+def tiny_sd1(seed: int = 0, dtype: torch.dtype = torch.float32, half_values: bool = False
+             ) -> comfy.model_patcher.ModelPatcher:
+    """dtype: the UNet's weights and compute (fp16 as ComfyUI runs SD1.5 on most GPUs). half_values: the initial
+    values rounded to fp16, so that an fp32 and an fp16 model of one seed hold the same weights."""
     mc = comfy.supported_models.SD15(dict(SD1_UNET))
     mc.unet_config["num_head_channels"] = -1
     mc.unet_config["num_heads"] = 4
-    mc.set_inference_dtype(torch.float32, None)
+    mc.set_inference_dtype(dtype, None)
     model = mc.get_model({})
     init_weights(model, seed)
+    if half_values:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.half().to(p.dtype))
     return _patcher(model)
 
 
