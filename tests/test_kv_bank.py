@@ -196,3 +196,19 @@ def test_bank_bookkeeping_budget_and_a_step_the_unet_ran_twice():
     # the stored copies do not alias the UNet's tensors
     kv.add_(1)
     assert float(bank.get(9)[("output", 3, 0)][0].max()) == 1.0
+
+
+def test_batched_gradients_in_a_cross_image_mode(comfy, scene, monkeypatch):
+    """paste: the gradient pass compares the edit with two images' features; the batched form (two copies of the
+    latent, one backward; off by default, for GPUs) gives the same edit up to rounding there too."""
+    with torch.inference_mode():
+        ref_inv, _ = comfy.module("nodes.invert").run_inversion(scene["model"], scene["cond"],
+                                                                 comfy.tiny.scene_latent(5, W, H), STEPS)
+    out, job = _edit(comfy, scene, scene["banked"], _spec(comfy, "paste", reference_inversion=ref_inv))
+    unguided, _ = _edit(comfy, scene, scene["banked"], _spec(comfy, "paste", reference_inversion=ref_inv,
+                                                             energy_scale=0.0))
+    monkeypatch.setattr(comfy.module("nodes.backend"), "BATCHED_GRADIENTS", True)
+    out_b, job_b = _edit(comfy, scene, scene["banked"], _spec(comfy, "paste", reference_inversion=ref_inv))
+    assert job.stats.guided_steps == job_b.stats.guided_steps > 0
+    effect = float((out - unguided).abs().max())
+    assert effect > 0 and float((out - out_b).abs().max()) < 1e-3 * effect
