@@ -120,6 +120,7 @@ class Mem:
         out = {"peak_rss_gb": max(self.peak, self.rss()) / GB}
         if self.cuda:
             out["cuda_max_allocated_gb"] = torch.cuda.max_memory_allocated() / GB
+            out["cuda_max_reserved_gb"] = torch.cuda.max_memory_reserved() / GB
         return out
 
 
@@ -450,7 +451,8 @@ def run_case(pack, nodes_mod, args, family: str, size: int, dtype_name: str, mem
                           f"re-invert {ours_images['reinvert']}; official {official['total']}), K/V banked on "
                           f"{job.stats.kv_banked} steps; "
                           f"peak RSS {m['peak_rss_gb']:.2f} GB"
-                          + (f", CUDA max {m['cuda_max_allocated_gb']:.2f} GB" if cuda else "")
+                          + (f", CUDA max allocated {m['cuda_max_allocated_gb']:.2f} GB, reserved "
+                             f"{m['cuda_max_reserved_gb']:.2f} GB" if cuda else "")
                           + f"; edit state {state['total_bytes'] / 2**20:.1f} MiB (K/V {probe.kv_bytes / 2**20:.1f}"
                           f" + features {probe.feat_bytes / 2**20:.1f} + inversion {inv_bytes / 2**20:.2f} + bank "
                           f"{bank_bytes / 2**20:.1f})",
