@@ -186,6 +186,15 @@ def guidance(pack, mode: str, w: int, h: int):
     return gd.build_spec("drag", points=pts, schedule="diffeditor")
 
 
+def phase_of(state) -> str:
+    """The probe's name for a UNet call of the Dragon Sampler: a plain pass that captures features is the guidance
+    branch's feature pass (truncated), counted as reference work, not a re-inversion; no state: "other"."""
+    ph = getattr(state, "phase", None)
+    if ph == "plain" and state.capture:
+        return "reference"
+    return {"reference": "reference", "generate": "generate", "grad": "grad", "plain": "reinvert"}.get(ph, "other")
+
+
 class Probe:
     """Per-phase wall time, UNet evaluations and the bytes the edit state holds, by wrapping the backend."""
 
@@ -235,10 +244,8 @@ class Probe:
             return out
 
         def denoise_cond(self, x, sigma, state):
-            key = {"reference": "reference", "grad": "grad_forward", "plain": "reinvert"}.get(state.phase, "reinvert")
-            if state.phase == "plain" and state.capture:
-                key = "reference"  # the guidance branch's feature pass
-            with probe.timed(key):
+            phase = phase_of(state)
+            with probe.timed({"grad": "grad_forward", "other": "reinvert"}.get(phase, phase)):
                 out = orig_cond(self, x, sigma, state)
             if state.phase == "reference":
                 probe.kv_bytes = max(probe.kv_bytes, nbytes(state.kv))
@@ -251,11 +258,7 @@ class Probe:
 
         def pre_hook(mod, args, kwargs):
             x = args[0] if args else kwargs.get("x")
-            st = (kwargs.get("transformer_options") or {}).get("dragon")
-            ph = getattr(st, "phase", None)
-            phase = {"reference": "reference", "generate": "generate", "grad": "grad", "plain": "reinvert"}.get(ph, "other")
-            if ph == "plain" and st.capture:
-                phase = "reference"  # the guidance branch's feature pass (truncated), not a re-inversion
+            phase = phase_of((kwargs.get("transformer_options") or {}).get("dragon"))
             probe.calls[phase] += 1
             probe.images_by[phase] += int(x.shape[0])
             probe.images += int(x.shape[0])
