@@ -160,15 +160,25 @@ def keep_mask(edit_region: torch.Tensor, cells: int) -> torch.Tensor:
     return 1 - torch.maximum(grown, soft).clamp(0, 1)
 
 
-def token_mask(latent_mask: torch.Tensor, h: int, w: int, strict: bool) -> torch.Tensor:
-    """A latent-grid region on an attention layer's (h, w) token grid, flattened (raster order).
+TOKEN_RULES = ("whole", "area", "nearest")
 
-    strict=True keeps only tokens wholly inside the region (used to leave an object out: no token
-    that touches it survives); strict=False keeps tokens more than half inside, or, if that leaves
-    none, any token touching it (a small object still has tokens on the coarse layers).
+
+def token_mask(mask: torch.Tensor, h: int, w: int, rule: str) -> torch.Tensor:
+    """A region on an attention layer's (h, w) token grid, flattened (raster order).
+
+    "nearest" (the official masked K/V injection): the region's mask sampled at each token's top-left pixel
+    (F.interpolate's nearest mode, what the official attention processor does with the full-resolution masks);
+    `mask` is then the image-pixel mask. The other rules take a latent-grid mask (removal's own K/V choice):
+    "whole" keeps only tokens wholly inside the region (to leave an object out: no token that touches it
+    survives); "area" keeps tokens more than half inside, or, if that leaves none, any token touching it (a
+    small object still has tokens on the coarse layers).
     """
-    m = latent_mask.float()[None, None]
-    if strict:
+    if rule not in TOKEN_RULES:
+        raise ValueError(f"unknown token rule {rule!r}; expected one of {TOKEN_RULES}")
+    m = mask.float()[None, None]
+    if rule == "nearest":
+        return (F.interpolate(m, size=(h, w), mode="nearest")[0, 0] > 0.5).flatten()
+    if rule == "whole":
         out = -F.adaptive_max_pool2d(-m, (h, w))[0, 0] > 0.5
         if not bool(out.any()):
             out = F.interpolate(m, size=(h, w), mode="area")[0, 0] > 0.5

@@ -18,8 +18,9 @@ from .spec import GuidanceSpec
 from .trend import TrendFill
 
 SETUP = "Dragon Guidance Setup"
-# (batch item of the reference pass, latent-grid region, strict) -> which K/V tokens a masked injection reads
-KVSource = tuple[int, torch.Tensor, bool]
+# (batch item of the reference pass, region, geometry.token_mask rule) -> which K/V tokens a masked injection
+# reads; the region is an image-pixel mask for the rule "nearest", else a latent-grid mask
+KVSource = tuple[int, torch.Tensor, str]
 
 EnergyFn = Callable[[Feats, Feats], tuple[torch.Tensor, torch.Tensor]]
 
@@ -260,8 +261,8 @@ def kv_selector(sources: list[KVSource], latent_hw: tuple[int, int]) -> Callable
             return k[:1], v[:1]
         key = (hw, k.device)
         if key not in cache:
-            cache[key] = [(item, torch.nonzero(token_mask(m, *hw, strict), as_tuple=True)[0].to(k.device))
-                          for item, m, strict in sources]
+            cache[key] = [(item, torch.nonzero(token_mask(m, *hw, rule), as_tuple=True)[0].to(k.device))
+                          for item, m, rule in sources]
         parts = [(item, idx) for item, idx in cache[key] if idx.numel() and item < k.shape[0]]
         if not parts:
             return k[:1], v[:1]
@@ -317,7 +318,7 @@ def _remove_plan(spec, h, w, gh, gw, device) -> EditPlan:
         return torch.where(grad_mask.bool(), fresh, x_t)
 
     return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw), initial=initial,
-                    target_cells=obj, kv_select=kv_selector([(0, ~lat_obj, True)], (h, w)),
+                    target_cells=obj, kv_select=kv_selector([(0, ~lat_obj, "whole")], (h, w)),
                     trend=_trend(spec, lat_obj, lat_obj, ~lat_obj, h, w))
 
 
@@ -359,7 +360,10 @@ def _paste_plan(spec, h, w, gh, gw, device) -> EditPlan:
     def initial(x_t: torch.Tensor) -> torch.Tensor:
         return copy.apply(x_t, x_t, inv2.noise)
 
-    sources = [(0, ~lat_cur, True), (1, downsample_any(src_region, h, w), False)]
+    # K/V tokens as the official masked injection picks them: the target and the reference object sampled at
+    # each token's top-left pixel (on the coarse grids this differs from any area rule, even for 8-px offsets)
+    target_px = object_warp(spec, spec.height, spec.width, mask=spec.reference_mask).target
+    sources = [(0, ~target_px, "nearest"), (1, spec.reference_mask > 0.5, "nearest")]
     return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw), initial=initial,
                     target_cells=cur, second=inv2, kv_select=kv_selector(sources, (h, w)),
                     anchor=_interior(copy, h, w))
@@ -382,7 +386,7 @@ def _appearance_plan(spec, h, w, gh, gw, device) -> EditPlan:
 
     lat_obj = downsample_any(obj, h, w)
     grad_mask = lat_obj.float()[None, None].to(device)
-    sources = [(0, ~lat_obj, True), (1, downsample_any(ref_obj, h, w), False)]
+    sources = [(0, spec.object_mask <= 0.5, "nearest"), (1, spec.reference_mask > 0.5, "nearest")]
     return EditPlan(energy=energy, grad_mask=grad_mask, sde_mask=grad_mask, feature_hw=(gh, gw),
                     initial=lambda x_t: x_t.clone(), target_cells=obj, second=inv2,
                     kv_select=kv_selector(sources, (h, w)))

@@ -130,9 +130,12 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
             x0 = x - s * (eps + g)
             x_next = ddim_step(x, eps + g, eps, s, s1, eta=eta if sp.sde else 0.0, noise=noise)
             if r < sp.repeats - 1:
-                # DiffEditor time travel: deterministically re-invert to this level and redo the step
+                # DiffEditor time travel: deterministically re-invert to this level and redo the step; as the
+                # official Sampler, the noise is predicted at the lower level the latent is at (not at the
+                # target level, as DDIM Invert does)
                 state.phase = "plain"
-                x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s)
+                x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s,
+                                   evaluate_at="current")
                 stats.unet_calls["reinvert"] += 1
             backend.check_interrupt()
         if plan.trend is not None:

@@ -44,14 +44,24 @@ def eps_from_denoised(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> 
     return (x - denoised) / sigma
 
 
-def inversion_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+def inversion_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, sigma_next: float,
+                   evaluate_at: str = "target") -> torch.Tensor:
     """One DDIM inversion step from sigma up to sigma_next (> sigma).
 
-    As in the official implementation (diffusers recipe): the noise is predicted on the *current*
-    VP latent with the *target* timestep, x0 is estimated at the current level and re-noised to the
-    target with the same eps. This is what makes sampling back from the inverted noise retrace the
-    path closely.
+    evaluate_at="target" (DDIM Invert, as the official image inversion, diffusers' recipe): the noise is
+    predicted on the *current* VP latent with the *target* timestep, x0 is estimated at the current level and
+    re-noised to the target with the same eps. This is what makes sampling back from the inverted noise
+    retrace the path closely.
+    evaluate_at="current" (DiffEditor's time travel, the official Sampler's re-inversion): the noise is
+    predicted at the latent's own, lower timestep, then the same x0 / re-noise arithmetic. A schedule whose
+    lower level is 0 has no noise prediction there, so it falls back to the target level.
     """
+    if evaluate_at not in ("target", "current"):
+        raise ValueError(f"evaluate_at must be 'target' or 'current', not {evaluate_at!r}")
+    if evaluate_at == "current" and sigma > 0:
+        den = denoise(x, torch.tensor(sigma, dtype=x.dtype, device=x.device))
+        eps = eps_from_denoised(x, den, sigma)
+        return x + (sigma_next - sigma) * eps
     s_next = torch.tensor(sigma_next, dtype=x.dtype, device=x.device)
     scale = float(vp_scale(sigma) / vp_scale(sigma_next))  # VP latent of x, expressed at sigma_next
     x_in = x * scale

@@ -405,3 +405,62 @@ def test_kv_source_inversion_reads_the_official_bank_s_input(source):
             if calls:
                 assert torch.equal(calls[0][1], inv.reference(i))
         assert all(sg == s for _, _, sg in calls)
+
+
+# ---------------------------------------------------------------- masked K/V tokens (paste, appearance)
+
+def _official_tokens(mask_px: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Official masked injection (spec §5): the full-resolution mask sampled to the layer's token grid by
+    nearest interpolation, i.e. the top-left pixel of each token's square, then > 0.5. Flat, raster order."""
+    f = mask_px.shape[0] // h
+    assert mask_px.shape[1] // w == f
+    return (mask_px[::f, ::f] > 0.5).flatten()
+
+
+def _selected(plan, h, w):
+    """Which tokens the pack injects on an (h, w) layer: (base tokens, reference tokens), in order."""
+    n = h * w
+    k = torch.stack([torch.arange(n), 1000 + torch.arange(n)]).double()[..., None]  # item 0 base, 1 reference
+    got = plan.kv_select(k, k, {"activations_shape": [2, 1, h, w]})[0][0, :, 0].long()
+    return got[got < 1000], got[got >= 1000] - 1000
+
+
+# 128^2 image: SD1's decoder self-attention grids are 16x16, 8x8 and 4x4
+TOKEN_SIZE = 128
+TOKEN_GRIDS = [(16, 16), (8, 8), (4, 4)]
+
+
+@pytest.mark.parametrize("dx,dy", [(8, 16), (40, -8), (12, 20), (-28, 6)])  # 8-px aligned, then unaligned
+def test_paste_injects_the_official_tokens_on_every_attention_grid(dx, dy):
+    """The official picks base tokens where the shifted object mask, sampled at each token's top-left pixel, is
+    off, and reference tokens where the object mask is on; on the coarse grids an area rule picks others even
+    for 8-px offsets."""
+    obj_px = torch.zeros(TOKEN_SIZE, TOKEN_SIZE)
+    obj_px[40:72, 32:64] = 1
+    inv2 = Inversion(latents=[torch.zeros(1, 4, 16, 16)] * 3, sigmas=torch.linspace(10, 0, 3), model_key="m",
+                     latent_shape=(1, 4, 16, 16))
+    spec = GuidanceSpec.for_mode("paste", TOKEN_SIZE, TOKEN_SIZE, reference_mask=obj_px, reference_inversion=inv2,
+                                 offset=(float(dx), float(dy)))
+    plan = build_plan(spec, (16, 16), CPU)
+    target_px = torch.roll(obj_px, (dy, dx), (0, 1))  # Mb: the object's mask rolled by the offset
+    for h, w in TOKEN_GRIDS:
+        base, ref = _selected(plan, h, w)
+        want_base = torch.nonzero(~_official_tokens(target_px, h, w)).flatten()
+        want_ref = torch.nonzero(_official_tokens(obj_px, h, w)).flatten()
+        assert torch.equal(base, want_base), (h, w, base.tolist(), want_base.tolist())
+        assert torch.equal(ref, want_ref), (h, w, ref.tolist(), want_ref.tolist())
+
+
+def test_appearance_injects_the_official_tokens_on_every_attention_grid():
+    base_px, rep_px = torch.zeros(TOKEN_SIZE, TOKEN_SIZE), torch.zeros(TOKEN_SIZE, TOKEN_SIZE)
+    base_px[20:60, 12:44] = 1  # unaligned with the 16- and 32-px token squares
+    rep_px[68:108, 76:116] = 1
+    inv2 = Inversion(latents=[torch.zeros(1, 4, 16, 16)] * 3, sigmas=torch.linspace(10, 0, 3), model_key="m",
+                     latent_shape=(1, 4, 16, 16))
+    spec = GuidanceSpec.for_mode("appearance", TOKEN_SIZE, TOKEN_SIZE, object_mask=base_px, reference_mask=rep_px,
+                                 reference_inversion=inv2)
+    plan = build_plan(spec, (16, 16), CPU)
+    for h, w in TOKEN_GRIDS:
+        base, ref = _selected(plan, h, w)
+        assert torch.equal(base, torch.nonzero(~_official_tokens(base_px, h, w)).flatten()), (h, w)
+        assert torch.equal(ref, torch.nonzero(_official_tokens(rep_px, h, w)).flatten()), (h, w)

@@ -306,7 +306,7 @@ def test_malformed_pose_keypoints_are_a_clear_error(pose, match):
 
 
 def test_kv_selector_falls_back_to_own_tokens_for_an_unknown_layout():
-    sel = kv_selector([(0, torch.zeros(8, 16, dtype=torch.bool), True)], LAT)
+    sel = kv_selector([(0, torch.zeros(8, 16, dtype=torch.bool), "whole")], LAT)
     k = torch.randn(2, 7, 3)  # 7 tokens: no grid of the latent
     ks, vs = sel(k, k, {})
     assert torch.equal(ks, k[:1])

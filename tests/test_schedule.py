@@ -45,6 +45,32 @@ def test_inversion_step_predicts_noise_on_the_current_latent_at_the_target_level
     assert torch.allclose(out, x + 2.0 * eps)
 
 
+def test_time_travel_re_inversion_predicts_noise_at_the_lower_timestep():
+    """DiffEditor's time travel (spec 4.4, official Sampler l.136-144) in the official VP arithmetic: the UNet at
+    the lower timestep t-20 on z_{t-20} itself, x0 estimated with alpha_bar_{t-20}, re-noised to t with the same
+    eps. An eps model that depends on the timestep tells the two evaluation points apart."""
+    from dragon_core.schedule import alpha_bar, vp_scale
+
+    def eps_model(z, sigma):  # VP latent, level -> eps; nonlinear in both
+        return torch.tanh(z * (1 + 0.3 * sigma)) + 0.1 * sigma
+
+    def denoise(x, sigma):  # ComfyUI's convention: VE latent in, x0 out
+        s = float(sigma)
+        return x - s * eps_model(x * float(vp_scale(s)), s)
+
+    lo, hi = 0.8, 1.3
+    z_lo = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a_lo, a_hi = float(alpha_bar(lo)), float(alpha_bar(hi))
+    eps = eps_model(z_lo, lo)
+    x0 = (z_lo - (1 - a_lo) ** 0.5 * eps) / a_lo ** 0.5
+    want = a_hi ** 0.5 * x0 + (1 - a_hi) ** 0.5 * eps  # VP latent at the higher level
+    got = inversion_step(denoise, z_lo / a_lo ** 0.5, lo, hi, evaluate_at="current") * a_hi ** 0.5
+    assert torch.allclose(got, want, atol=1e-12)
+    # the DDIM Invert rule (the target timestep) is a different step here
+    other = inversion_step(denoise, z_lo / a_lo ** 0.5, lo, hi) * a_hi ** 0.5
+    assert float((other - want).abs().max()) > 1e-3
+
+
 def test_guided_eps_moves_only_the_x0_estimate():
     x = torch.randn(1, 4, 4, 4)
     eps = torch.randn_like(x)
