@@ -32,7 +32,10 @@ def pose_points(node: str, input_name: str, pose, part: str, width: int, height:
     fix = "Connect a POSE_KEYPOINT output of an OpenPose/DWPose preprocessor node."
     if part not in POSE_PARTS:
         raise DragonInputError(node, "part", f"unknown part {part!r}.", f"Choose one of {', '.join(POSE_PARTS)}.")
-    frame = pose[0] if isinstance(pose, list) and pose else pose
+    if isinstance(pose, list) and not pose:
+        raise DragonInputError(node, input_name, "is an empty list: it holds no frame, so no person.",
+                               fix[:-1] + " run on an image where it finds a person.")
+    frame = pose[0] if isinstance(pose, list) else pose
     if not isinstance(frame, dict):
         raise DragonInputError(node, input_name, f"is not a POSE_KEYPOINT (got {type(frame).__name__}).", fix)
     people = frame.get("people")
@@ -59,12 +62,29 @@ def pose_points(node: str, input_name: str, pose, part: str, width: int, height:
             raise DragonInputError(node, input_name, f"{key} has {len(values)} numbers, not x, y, confidence "
                                    "triples (a multiple of 3): its last keypoint is incomplete.", fix)
         flat.extend(float(v) for v in values)
-    if not flat:
-        raise DragonInputError(node, input_name, f"has no {part} keypoints.", "Pick another part.")
     coords = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+    if not any(c > 0 for _, _, c in coords):
+        others = [k + 1 for k, p in enumerate(people[1:], start=1) if _detected(p, part)]
+        if others:
+            raise DragonInputError(node, input_name, f"has no detected {part} keypoints on its first person, but person "
+                                   f"{others[0]} of {len(people)} has them; the landmarks are read from the first "
+                                   "person only.", "Crop the image to the one person, or pick another part.")
+        raise DragonInputError(node, input_name, f"has no detected {part} keypoints.", "Pick another part.")
     normalised = all(0 <= x <= 1 and 0 <= y <= 1 for x, y, _ in coords)
     sx, sy = (width, height) if normalised else (width / cw, height / ch)
     return [(x * sx, y * sy) if c > 0 else None for x, y, c in coords]
+
+
+def _detected(person, part: str) -> bool:
+    """Whether a person record holds at least one keypoint of `part` with a confidence above 0."""
+    if not isinstance(person, dict):
+        return False
+    for key in POSE_PARTS[part]:
+        values = person.get(key) or []
+        if isinstance(values, list) and len(values) >= 3 and all(_number(v) for v in values):
+            if any(values[i + 2] > 0 for i in range(0, len(values) - 2, 3)):
+                return True
+    return False
 
 
 def pair_landmarks(node: str, source: list, target: list, width: int, height: int,

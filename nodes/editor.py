@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
 
 PREVIEW_CANVAS = 1024  # the overlay (arrows, points) is drawn on a canvas of at most this many pixels a side
 _PAIRS_PER_CHUNK = 64  # Cancel is honoured between chunks
+_ROWS_PER_CHUNK = 512  # and between bands of image rows
 
 
 def _stamp(canvas: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, radius: float) -> None:
@@ -121,13 +123,15 @@ def render_preview(image: torch.Tensor, mask: torch.Tensor | None, points: DragP
                 comfy.model_management.throw_exception_if_processing_interrupted()
                 draw(layer, pairs[k:k + _PAIRS_PER_CHUNK])
             label[_widen(layer, r / 2) if value == 1 else layer] = value
-        if (ch, cw) != (h, w):  # nearest upscale to the image
-            rows = (torch.arange(h) * ch // h).clamp(max=ch - 1)
-            cols = (torch.arange(w) * cw // w).clamp(max=cw - 1)
-            label = label[rows][:, cols]
+        comfy.model_management.throw_exception_if_processing_interrupted()
         palette = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.2], [0.95, 0.15, 0.15], [0.15, 0.35, 0.95]])
-        drawn = label > 0
-        img[drawn] = palette[label[drawn].long()]
+        cols = (torch.arange(w) * cw // w).clamp(max=cw - 1)
+        for y0 in range(0, h, _ROWS_PER_CHUNK):  # nearest upscale to the image, a band of rows at a time
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            rows = (torch.arange(y0, min(h, y0 + _ROWS_PER_CHUNK)) * ch // h).clamp(max=ch - 1)
+            band = label[rows][:, cols]
+            drawn = band > 0
+            img[y0:y0 + len(rows)][drawn] = palette[band[drawn].long()]
     return img.clamp_(0, 1)[None]
 
 
@@ -156,7 +160,7 @@ def input_file(input_name: str, name: str) -> str | None:
     name = name.strip()
     if not name:
         return None
-    if name.startswith("data:"):
+    if name[:5].lower() == "data:":  # URL schemes are case-insensitive
         # the canvas keeps strokes in the workflow until a queue uploads them (the page does that on Queue)
         raise DragonInputError(NODE, input_name, "holds brush strokes that were never uploaded (a data: URL).",
                                "Queue the workflow from the ComfyUI page, which uploads them, or export it in API "
@@ -180,10 +184,15 @@ def input_file(input_name: str, name: str) -> str | None:
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# A brush layer may have at most this many pixels (8192 x 8192). Decoding one costs about 10 bytes a pixel at
-# peak (the decoded RGBA, then its two channels as floats): measured 641 MiB at the limit. PIL's own
-# decompression-bomb limit (89 M pixels) lies above it, so this check always speaks first.
+# A brush layer may have at most this many pixels (8192 x 8192). Decoding one costs at peak about 6 bytes a pixel
+# of the layer (its decoded RGBA and the two 8-bit channels kept from it) and, where the layer is stretched to
+# another image size, about 10 bytes a pixel of the image (the channels resized in 8 bits, then as floats):
+# measured by scripts/bench_preview.py --layer-mem 8192 (README, Limits). PIL's own decompression-bomb limit (89 M
+# pixels) lies above it, so this check always speaks first.
 MAX_LAYER_PIXELS = 8192 * 8192
+# PNG greyscale of more than 8 bits: PIL opens it in one of these modes, values 0-65535 (a conversion to RGBA would
+# clip them at 255: 300 of 65535 would read as full paint)
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def png_size(input_name: str, name: str, path: str) -> tuple[int, int]:
@@ -215,22 +224,48 @@ def load_layer(input_name: str, name: str, width: int, height: int) -> tuple[tor
             if im.size != size:
                 raise ValueError("header and image disagree")
             im.load()
-            rgba = im if im.mode == "RGBA" else im.convert("RGBA")  # the editor writes RGBA: no second copy
-            channels = [np.asarray(rgba.getchannel(c)) for c in ("R", "A")]
-            del rgba
-            im.close()  # the decoded image goes before the float channels are made
-            value, cover = (torch.from_numpy(np.array(c, dtype=np.float32)).div_(255.0) for c in channels)
-            del channels
+            value, cover = _layer_channels(im, (width, height))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         # the message names the file as the user gave it; PIL's text may hold the server's paths
         raise DragonInputError(NODE, input_name, f"{name[:80]!r} is not a readable PNG ({type(e).__name__}).",
                                "Repaint the mask in the editor, or clear it.") from None
     note = None
-    if tuple(value.shape) != (height, width):
-        note = f"{input_name} was painted on a {value.shape[1]}x{value.shape[0]} image; stretched to {width}x{height}."
-        both = F.interpolate(torch.stack([value, cover])[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        value, cover = both[0], both[1]
+    if size != (width, height):
+        note = f"{input_name} was painted on a {size[0]}x{size[1]} image; stretched to {width}x{height}."
     return value, cover, note
+
+
+def _layer_channels(im: Image.Image, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, coverage) of a decoded PNG as float [H, W] in 0-1 at `size` (width, height).
+
+    Value is the red (or grey) channel scaled by its format's range, coverage the alpha (or the tRNS colour key;
+    opaque without one). A layer of another size is resized bilinearly in its own 8- or 16-bit form, before
+    anything becomes float, so memory grows with the image, not with both sizes in float."""
+    stretch = im.size != size
+    if im.mode in WIDE_GREY_MODES:
+        key = im.info.get("transparency")
+        grey = im.convert("F")  # exact for 16-bit values
+        cover_im = None
+        if isinstance(key, int):
+            cover_im = Image.fromarray((np.asarray(im) != key).astype(np.uint8) * 255, "L")
+        im.close()
+        top = 65535.0
+    else:
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")  # palette, grey, RGB, 1-bit: PIL scales to 8 bits
+        grey, cover_im = rgba.getchannel("R"), rgba.getchannel("A")
+        del rgba
+        im.close()  # the decoded image goes before anything else is made
+        top = 255.0
+    if stretch:
+        grey = grey.resize(size, Image.BILINEAR)
+        cover_im = cover_im.resize(size, Image.BILINEAR) if cover_im is not None else None
+    value = torch.from_numpy(np.array(grey, dtype=np.float32)).div_(top)
+    del grey
+    if cover_im is None:
+        cover = torch.ones_like(value)
+    else:
+        cover = torch.from_numpy(np.array(cover_im, dtype=np.float32)).div_(255.0)
+    return value, cover
 
 
 def compose(base: torch.Tensor | None, layer, height: int, width: int) -> torch.Tensor | None:
@@ -256,8 +291,33 @@ def _fit(input_name: str, m: torch.Tensor | None, w: int, h: int, notes: list[st
 
 
 def _save_temp(img: torch.Tensor, prefix: str) -> dict:
-    return dict(ui.ImageSaveHelper.save_images(img, filename_prefix=prefix, folder_type=io.FolderType.temp,
-                                               cls=None, compress_level=1)[0])
+    """A picture for the canvas, saved to ComfyUI's temp folder. Cancel is honoured while it is written: a large
+    picture takes seconds to encode (8192x4096: about 7 s here), so the save runs on a worker thread (PNG encoding
+    and the tensor conversion release the GIL) while this thread polls Cancel; a cancelled save finishes in the
+    background into the temp folder, which ComfyUI clears."""
+    return dict(interruptible(lambda: ui.ImageSaveHelper.save_images(
+        img, filename_prefix=prefix, folder_type=io.FolderType.temp, cls=None, compress_level=1))[0])
+
+
+def interruptible(fn, poll_s: float = 0.05):
+    """fn() on a worker thread, returning its result or raising its error, and raising ComfyUI's interruption as
+    soon as Cancel is pressed."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="dragon-save", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(poll_s)
+        comfy.model_management.throw_exception_if_processing_interrupted()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def canvas_ui(image: torch.Tensor, prefix: str, pairs, notes: list[str], mask: torch.Tensor | None = None,

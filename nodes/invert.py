@@ -107,7 +107,10 @@ class DDIMInvert(io.ComfyNode):
                                      "of every inversion step, which the Cross-Branch Attention Patch injects "
                                      "(official). Steps that do not fit are recomputed during the edit, one extra "
                                      "UNet pass each, with the same result. SD1.5 needs about 1.4 GB at 512x512 "
-                                     "(fp16; double in fp32), SDXL about 11 GB at 1024x1024. 0 records none."),
+                                     "(fp16; double in fp32), SDXL about 11 GB at 1024x1024. 0 records none. "
+                                     "The bank stays in memory after the run, with this node's output in "
+                                     "ComfyUI's cache (up to this many MB), so a re-run with new points skips "
+                                     "the inversion; ComfyUI's 'Free model and node cache' releases it."),
             ],
             outputs=[
                 DragonInversionType.Output(display_name="inversion", tooltip="The inverted trajectory (memory bank latents)."),

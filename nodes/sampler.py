@@ -1,6 +1,7 @@
 """Dragon Sampler: dual-branch energy-guided DDIM sampling from an inversion."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -85,15 +86,28 @@ def validate(model, inversion, guidance, steps) -> None:
     if steps != inversion.steps:
         raise DragonInputError(NODE, "steps", f"is {steps} but the inversion has {inversion.steps} steps.",
                                "Use the same number of steps in DDIM Invert and the Dragon Sampler.")
-    check_reference_inversion(guidance, inversion)
     h, w = inversion.latent_shape[-2:]
     f = pixels_per_latent(model)
     if (guidance.width // f, guidance.height // f) != (w, h):
         raise DragonInputError(NODE, "guidance",
                                f"was made for a {guidance.width}x{guidance.height} image but the inverted latent is for "
                                f"{w * f}x{h * f}.", "Build the masks/points from the image you inverted.")
-    with torch.inference_mode(False):
-        build_plan(guidance, (h, w), torch.device("cpu"))  # geometry errors now, before any model runs
+    with on_this_node("guidance"):
+        check_reference_inversion(guidance, inversion)
+        with torch.inference_mode(False):
+            build_plan(guidance, (h, w), torch.device("cpu"))  # geometry errors now, before any model runs
+
+
+@contextmanager
+def on_this_node(input_name: str):
+    """A refusal about another node's input found while this node runs: ComfyUI shows it on this node, so it names
+    this node and the input that carries the other's value, then says whose input is at fault."""
+    try:
+        yield
+    except DragonInputError as e:
+        if e.node == NODE:
+            raise
+        raise DragonInputError(NODE, input_name, f"{e.node}'s input '{e.input_name}': {e.problem}", e.fix) from None
 
 
 def run_dragon(model, positive, negative, inversion: Inversion, guidance: GuidanceSpec, steps: int, cfg: float,

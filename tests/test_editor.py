@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +134,42 @@ def test_a_layer_of_another_size_is_stretched_with_a_note(ed, input_dir):
     m = out.args[0][0]
     assert m.shape == (H, W) and m[:, : W // 2 - 1].min() == 1.0 and m[:, W // 2 + 1:].max() == 0.0
     assert any("stretched" in n for n in out.ui["dragon_editor"][0]["notes"])
+
+
+def test_a_16_bit_grey_layer_is_scaled_not_clipped(ed, input_dir):
+    """PNG greyscale of 16 bits is paint in 0-65535: 300 is a trace (0.0046), not full paint (a conversion to RGBA
+    clipped every value above 255 to 1). Without alpha the layer covers everything; a tRNS colour key uncovers
+    its pixels. Stretched to the image, it keeps its 16-bit scale."""
+    a = np.zeros((H, W), np.uint16)
+    a[:, :16] = 300
+    a[:, 16:32] = 65535
+    a[:, 32:] = 32768
+    Image.fromarray(a).save(input_dir / "g16.png")
+    assert Image.open(input_dir / "g16.png").mode in ed.WIDE_GREY_MODES
+    value, cover, note = ed.load_layer("editor_mask", "g16.png", W, H)
+    assert note is None and bool((cover == 1).all())
+    assert float(value[0, 0]) == pytest.approx(300 / 65535) and float(value[0, 20]) == 1.0
+    assert float(value[0, 40]) == pytest.approx(32768 / 65535)
+    im = Image.fromarray(a)
+    im.info["transparency"] = 300
+    im.save(input_dir / "g16key.png", transparency=300)
+    value, cover, _ = ed.load_layer("editor_mask", "g16key.png", W, H)
+    assert float(cover[:, :16].max()) == 0.0 and float(cover[:, 16:].min()) == 1.0
+    value, cover, note = ed.load_layer("editor_mask", "g16.png", W * 2, H * 2)
+    assert "stretched" in note and float(value[5, 5]) == pytest.approx(300 / 65535, rel=1e-3)
+    assert float(value[5, 45]) == 1.0 and float(value[5, 90]) == pytest.approx(32768 / 65535, rel=1e-3)
+
+
+def test_a_palette_layer_reads_its_colours_and_transparency(ed, input_dir):
+    idx = np.zeros((H, W), np.uint8)
+    idx[:, 24:] = 1
+    idx[:4, :4] = 2
+    im = Image.fromarray(idx, "P")
+    im.putpalette([0, 0, 0, 255, 255, 255, 128, 128, 128] + [0] * (256 * 3 - 9))
+    im.save(input_dir / "pal.png", transparency=bytes([255, 255, 0] + [255] * 253))
+    value, cover, _ = ed.load_layer("editor_mask", "pal.png", W, H)
+    assert float(value[10, 0]) == 0.0 and float(value[10, 30]) == 1.0
+    assert float(cover[10, 0]) == 1.0 and float(cover[0, 0]) == 0.0  # index 2 is transparent
 
 
 @pytest.mark.parametrize("name,match", [
@@ -267,7 +304,8 @@ def test_the_preview_shows_the_mask_in_the_colour_and_opacity_chosen_for_the_can
 
 @pytest.mark.parametrize("kw,match", [(dict(mask_color="purple"), "mask_color"), (dict(mask_opacity=0.0), "mask_opacity"),
                                       (dict(mask_opacity=float("nan")), "mask_opacity"),
-                                      (dict(editor_mask="data:image/png;base64,iVBORw0KGgo="), "never uploaded")])
+                                      (dict(editor_mask="data:image/png;base64,iVBORw0KGgo="), "never uploaded"),
+                                      (dict(editor_mask="DATA:image/png;base64,iVBORw0KGgo="), "never uploaded")])
 def test_overlay_settings_and_unuploaded_strokes_are_refused_clearly(ed, errors, kw, match):
     with pytest.raises(errors.DragonInputError, match=match):
         _run(ed, **kw)
@@ -304,3 +342,52 @@ def test_preview_honours_cancel(ed, comfy):
             ed.render_preview(torch.zeros(1, 64, 64, 3), None, _pairs(comfy, [((1.0, 1.0), (60.0, 60.0))], 64, 64))
     finally:
         mm.interrupt_current_processing(False)
+
+
+@pytest.mark.parametrize("node", ["editor", "landmarks"])
+def test_cancel_while_the_canvas_picture_is_written(ed, comfy, monkeypatch, node):
+    """Writing a large picture for the canvas takes seconds (8192x4096: about 7 s here), and Cancel waited for it
+    (Dragon Landmarks: 7.8 s). The write stands in here as a slow one (20 s unless stopped); Cancel pressed
+    0.3 s in must end the node at once. The alarm only turns a wait for the whole write into a failure."""
+    import signal
+    import threading
+
+    import comfy.model_management as mm
+    from comfy_api.latest import ui
+
+    def slow_save(*a, **k):
+        for _ in range(2000):
+            time.sleep(0.01)
+        return [{"filename": "x.png", "subfolder": "", "type": "temp"}]
+
+    monkeypatch.setattr(ui.ImageSaveHelper, "save_images", staticmethod(slow_save))
+
+    def too_slow(*_):
+        raise TimeoutError("Cancel waited for the picture to be written")
+
+    timer = threading.Timer(0.3, mm.interrupt_current_processing, args=(True,))
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(8)
+    timer.start()
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            if node == "editor":
+                _run(ed, "[]")
+            else:
+                comfy.module("nodes.landmarks").DragonLandmarks.execute(_img(), "[[1, 2]]", "[[3, 4]]", "face")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        timer.cancel()
+        mm.interrupt_current_processing(False)
+
+
+def test_a_failed_canvas_picture_write_raises_its_own_error(ed, monkeypatch):
+    from comfy_api.latest import ui
+
+    def failing(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ui.ImageSaveHelper, "save_images", staticmethod(failing))
+    with pytest.raises(OSError, match="disk full"):
+        _run(ed, "[]")

@@ -208,6 +208,24 @@ def test_sampler_bad_inputs_name_the_input(comfy, setup, case, match):
     assert "Dragon Sampler" in str(e.value) and match in str(e.value)
 
 
+def test_a_refusal_about_guidance_setup_s_input_found_by_the_sampler_names_the_sampler(comfy, setup):
+    """ComfyUI shows a node's error on the node that raised it: a mismatch only the sampler can see (the reference
+    inversion against the base inversion) names the Dragon Sampler and its `guidance` input, then Guidance Setup's
+    input at fault."""
+    smp, inv_node = comfy.module("nodes.sampler"), comfy.module("nodes.invert")
+    errors = comfy.module("dragon_core.errors")
+    with torch.inference_mode():
+        inv8, _ = inv_node.run_inversion(setup["model"], setup["cond"], setup["lat"], 8)
+        spec = _spec(comfy, "paste", reference_mask=setup["mask"], reference_inversion=inv8, offset_x=16)
+    with pytest.raises(errors.DragonInputError) as e:
+        with torch.inference_mode():
+            smp.run_dragon(setup["model"], setup["cond"], setup["cond"], setup["inv"], spec, 10, 4.0, 1)
+    assert (e.value.node, e.value.input_name) == ("Dragon Sampler", "guidance")
+    assert str(e.value).startswith("Dragon Sampler: input 'guidance': Dragon Guidance Setup's input "
+                                   "'reference_inversion': has 8 steps but the base image's inversion has 10."), str(e.value)
+    assert str(e.value).endswith("Use the same steps in both DDIM Invert nodes.")
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(mode="drag"), "'points'"),
     (dict(mode="move", object_mask=torch.zeros(1, H, W)), "'object_mask': is empty"),

@@ -286,6 +286,19 @@ def test_pose_keypoints_scale_to_the_image_and_skip_undetected_points():
 
 
 @pytest.mark.parametrize("pose,match", [
+    ({"people": [{"pose_keypoints_2d": [1, 2, 1]}, {"face_keypoints_2d": [10, 20, 1, 30, 40, 0.8]}]},
+     "no detected face keypoints on its first person, but person 2 of 2 has them"),
+    ({"people": [{"face_keypoints_2d": [10, 20, 0]}, {}, {"face_keypoints_2d": [10, 20, 0.5]}]},
+     "but person 3 of 3 has them; the landmarks are read from the first person only. Crop the image"),
+    ({"people": [{"face_keypoints_2d": [10, 20, 0, 1, 1, 0]}]}, "has no detected face keypoints. Pick another part"),
+])
+def test_keypoints_of_another_person_or_none_detected_say_so(pose, match):
+    with pytest.raises(DragonInputError) as e:
+        pose_points("Dragon Landmarks", "source_keypoints", pose, "face", 100, 50)
+    assert str(e.value).startswith("Dragon Landmarks: input 'source_keypoints': ") and match in str(e.value)
+
+
+@pytest.mark.parametrize("pose,match", [
     ("a pose", "is not a POSE_KEYPOINT (got str)"),
     ([[1, 2, 3]], "is not a POSE_KEYPOINT (got list)"),
     ({"people": "alice"}, "'people' entry that is not a list"),
@@ -295,6 +308,7 @@ def test_pose_keypoints_scale_to_the_image_and_skip_undetected_points():
     ({"people": [{"face_keypoints_2d": [10, 20, 1, 30, 40]}]}, "has 5 numbers, not x, y, confidence triples"),
     ({"canvas_width": -5, "people": [{"face_keypoints_2d": [10, 20, 1]}]}, "has canvas_width -5"),
     ({"canvas_width": "wide", "people": [{"face_keypoints_2d": [10, 20, 1]}]}, "has canvas_width 'wide'"),
+    ([], "is an empty list: it holds no frame, so no person"),
 ])
 def test_malformed_pose_keypoints_are_a_clear_error(pose, match):
     """POSE_KEYPOINT comes from other packs' nodes: any structure must give a refusal that names the input (it

@@ -351,3 +351,41 @@ def test_ten_prompts_queued_at_once_all_complete_with_their_outputs(server):
     assert len({o.sum().item() for o in outs.values()}) == 8, "different seeds should give different edits"
     q = server.get("/queue")
     assert not q["queue_running"] and not q["queue_pending"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory bank in ComfyUI's cache, and "Free model and node cache"
+
+
+def test_the_cached_memory_bank_is_released_by_free_memory(server):
+    """ComfyUI's cache keeps DDIM Invert's output after the run, memory bank included, so a re-queue with new
+    points skips the inversion. The frontend's "Free model and node cache" (POST /free with free_memory) must
+    release it: the server's resident memory falls back by about the bank's size."""
+    side, steps = 512, 50  # tiny SD1 UNet, latent 64x64: 6 decoder self-attention layers, about 3.4 MB a step
+    g = Graph()
+    model = g.node("DragonTest_TinyModel", family="sd1", seed=0)
+    cond = g.node("DragonTest_RandomConditioning", family="sd1", seed=1)
+    lat = g.node("DragonTest_SceneLatent", seed=77, width=side, height=side, channels=4, batch=1)
+    inv = g.node("DragonDiffusion_DDIMInvert", model=[model, 0], positive=[cond, 0], latent=[lat, 0], steps=steps)
+    save = g.node("DragonTest_SaveTensor", name="free_bank_noise", latent=[inv, 1])
+    tokens = [(64 * 64, 32)] * 2 + [(32 * 32, 64)] * 2 + [(16 * 16, 64)] * 2  # (tokens, channels) of each layer
+    bank = steps * sum(2 * n * c * 4 for n, c in tokens)  # K and V, fp32 on the CPU
+    server.post("/free", {"free_memory": True, "unload_models": True})
+    time.sleep(3)  # the prompt worker applies the flags within a second, then collects garbage
+    before = _rss(server.proc.pid)["VmRSS"] * 1024
+    h = server.run_ok(g.prompt())
+    assert _tensor(h, save).isfinite().all()
+    time.sleep(1)
+    kept = _rss(server.proc.pid)["VmRSS"] * 1024
+    server.post("/free", {"free_memory": True, "unload_models": True})
+    deadline = time.time() + 20
+    while True:
+        time.sleep(1)
+        after = _rss(server.proc.pid)["VmRSS"] * 1024
+        if kept - after >= 0.8 * bank or time.time() > deadline:
+            break
+    mib = 2 ** 20
+    print(f"\nmemory bank {bank / mib:.0f} MiB: server RSS {before / mib:.0f} MiB before, {kept / mib:.0f} MiB "
+          f"after the inversion (cached), {after / mib:.0f} MiB after /free")
+    assert kept - before >= 0.8 * bank, (before, kept, bank)  # the cached output holds the bank
+    assert kept - after >= 0.8 * bank, (kept, after, bank)  # and /free gives it back
