@@ -314,6 +314,42 @@ def test_mask_files_are_only_ever_read_inside_the_input_folder(core, input_dir):
     assert ed.load_layer("mask_layer", "sub/x.png", 8, 8) is not None
 
 
+def test_brush_layers_of_any_png_mode_and_size_read_in_0_1_or_refuse_cleanly(core, input_dir):
+    """Brush layers arrive from any tool that writes PNG: 1-bit, grey, grey+alpha, palette (with or without
+    transparency), RGB, RGBA, 16-bit grey (with or without a colour key), any size against any image size. Each
+    reads as finite value and coverage in 0-1 at the image's size, or refuses with the node and input named."""
+    import numpy as np
+    from PIL import Image
+
+    ed, Err = core["editor"], core["errors"].DragonInputError
+    path = os.path.join(input_dir, "fuzz_layer.png")
+
+    @SMALL
+    @given(mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16"]), lw=st.integers(1, 40),
+           lh=st.integers(1, 40), w=st.integers(1, 48), h=st.integers(1, 48), seed=st.integers(0, 2**31 - 1),
+           key=st.booleans())
+    def run(mode, lw, lh, w, h, seed, key):
+        rng = np.random.default_rng(seed)
+        if mode == "I;16":
+            im = Image.fromarray(rng.integers(0, 65536, (lh, lw), dtype=np.uint16))
+            extra = dict(transparency=int(rng.integers(0, 65536))) if key else {}
+        else:
+            im = Image.fromarray(rng.integers(0, 256, (lh, lw, 4), dtype=np.uint8), "RGBA").convert(mode)
+            extra = dict(transparency=int(rng.integers(0, 256))) if key and mode in ("P", "L") else {}
+        im.save(path, **extra)
+        try:
+            value, cover, note = ed.load_layer("editor_mask", "fuzz_layer.png", w, h)
+        except Err as e:
+            _check_clean(e, "Mask/Point Editor", "editor_mask")
+            return
+        for t in (value, cover):
+            assert t.shape == (h, w) and t.dtype == torch.float32 and bool(torch.isfinite(t).all())
+            assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
+        assert (note is None) == ((lw, lh) == (w, h))
+
+    run()
+
+
 # ---------------------------------------------------------------------------------------------
 # static scan: no unpickling, no unchecked file access
 
