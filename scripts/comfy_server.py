@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Iterable
 
 REPO = Path(__file__).resolve().parents[1]
-COMFY = REPO / ".comfyui"
-PYTHON = REPO / ".venv" / "bin" / "python"
+# DRAGON_COMFYUI: another ComfyUI checkout (scripts/dev-env 0.33 builds .comfyui-0.33), run by the Python that
+# runs this (its venv holds that ComfyUI's requirements); default: .comfyui with .venv's Python
+COMFY = (REPO / os.environ["DRAGON_COMFYUI"]).resolve() if os.environ.get("DRAGON_COMFYUI") else REPO / ".comfyui"
+PYTHON = Path(sys.executable) if os.environ.get("DRAGON_COMFYUI") else REPO / ".venv" / "bin" / "python"
 
 
 class PromptError(Exception):

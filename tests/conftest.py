@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMFY = REPO / ".comfyui"
-PACK_DIR = COMFY / "custom_nodes" / "comfyui-dragondiffusion"
 TEST_NODES = REPO / "tests" / "comfy_test_nodes"
 TOY_NODES = REPO / "toy"
 
 sys.path.insert(0, str(REPO / "scripts"))
 import comfy_server  # noqa: E402  (scripts/comfy_server.py: starting ComfyUI and its HTTP API)
 from comfy_server import PromptError, Server  # noqa: E402,F401  (tests import these from conftest)
+
+COMFY = comfy_server.COMFY  # .comfyui, or DRAGON_COMFYUI's checkout (scripts/dev-env 0.33)
+PACK_DIR = COMFY / "custom_nodes" / "comfyui-dragondiffusion"
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the tests judge the shipped toy weights, never a candidate a developer is evaluating

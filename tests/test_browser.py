@@ -629,14 +629,17 @@ def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / "dragon_landmarks.png"), clip=_node_clip(pg, nid))
     # with a detector's keypoints connected the lists are not what runs: the canvas refuses edits, with a note
-    # (the link is marked on the slot directly: no node here outputs POSE_KEYPOINT)
-    pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
-        n.inputs.find(i => i.name === "source_keypoints").link = 987654; }}""")
+    # (a real link from a node that outputs POSE_KEYPOINT, as a DWPose preprocessor would)
+    pose = pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+        const p = LiteGraph.createNode("DragonTest_Pose"); p.pos = [-700, 0]; app.graph.add(p);
+        p.connect(0, n, n.inputs.findIndex(i => i.name === "source_keypoints")); return p.id; }}""")
     pg.mouse.click(*_screen(box, 40.5, 40.5))
     st = _wait(pg, nid, lambda s: any("source_keypoints" in t for t in s["notes"]), "the keypoints note")
     assert len(st["points"]) == 6
-    pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
-        n.inputs.find(i => i.name === "source_keypoints").link = null; }}""")
+    pg.evaluate(f"() => app.graph.remove(app.graph.getNodeById({pose}))")
+    st = _wait(pg, nid, lambda s: not any("source_keypoints" in t for t in s["notes"]), "the note gone with the link")
+    pg.mouse.click(*_screen(box, 40.5, 40.5))
+    st = _wait(pg, nid, lambda s: len(s["points"]) == 7, "a click taken again once the link is gone")
     assert not pg.dragon_errors, pg.dragon_errors
 
 

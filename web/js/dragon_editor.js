@@ -891,6 +891,9 @@ class DragonEditor {
   // (and the mask painted in its mask editor) before any run, typed JSON, undo/redo, the overlay settings.
   poll() {
     this.syncPoints();
+    if (this.notes.some((n) => n.key === "locked") && !(this.cfg.locked || []).some((name) => this.isLinked(name))) {
+      this.setNote("locked", null);  // the keypoints input was disconnected: the canvas takes clicks again
+    }
     if (!this.W && !this.image) {
       // a reloaded workflow before any image: show the points on a blank canvas of the size they were made on
       const m = String(this.w("points_size")?.value || "").match(/^\s*(\d+)\s*[xX×]\s*(\d+)\s*$/);
@@ -931,19 +934,29 @@ class DragonEditor {
     }
   }
 
+  // Connectivity through the node's API (frontend 1.58 keeps links in the graph and ignores writes to
+  // input.link); the slot's own link id where an older frontend lacks the API (1.32 has both).
   isLinked(name) {
     const slot = this.node.inputs?.findIndex((i) => i.name === name) ?? -1;
-    return slot >= 0 && this.node.inputs[slot].link != null;
+    if (slot < 0) return false;
+    if (typeof this.node.isInputConnected === "function") return !!this.node.isInputConnected(slot);
+    return this.node.inputs[slot].link != null;
+  }
+
+  inputLink(slot) {
+    if (typeof this.node.getInputLink === "function") return this.node.getInputLink(slot) ?? null;
+    const id = this.node.inputs[slot]?.link;
+    if (id == null) return null;
+    return this.node.graph?.links?.[id] ?? this.node.graph?.getLink?.(id) ?? null;
   }
 
   // The node linked to input `name`: {node, slot (its output index), file (when it is a Load Image)}.
   loadImageInput(name) {
     const slot = this.node.inputs?.findIndex((i) => i.name === name) ?? -1;
-    if (slot < 0 || this.node.inputs[slot].link == null) return null;
+    if (slot < 0 || !this.isLinked(name)) return null;
     const node = this.node.getInputNode(slot);
     if (!node) return null;
-    const link = this.node.graph?.links?.[this.node.inputs[slot].link] ?? this.node.graph?.getLink?.(this.node.inputs[slot].link);
-    const out = link?.origin_slot ?? 0;
+    const out = this.inputLink(slot)?.origin_slot ?? 0;
     const iw = node.widgets?.find((w) => w.name === "image" && typeof w.value === "string" && w.value);
     const isLoad = /^LoadImage$/.test(node.type || node.comfyClass || "");
     return { node, slot: out, file: isLoad && iw ? parseFileValue(iw.value) : null };

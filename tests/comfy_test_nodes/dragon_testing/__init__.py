@@ -78,6 +78,23 @@ class BoxMask:
         return (m,)
 
 
+class Pose:
+    """A POSE_KEYPOINT (OpenPose format) from JSON text: what a DWPose/OpenPose preprocessor node outputs."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"keypoints": ("STRING", {"default": "[]", "multiline": True})}}
+
+    RETURN_TYPES = ("POSE_KEYPOINT",)
+    FUNCTION = "build"
+    CATEGORY = "DragonDiffusion/testing"
+
+    def build(self, keypoints):
+        import json
+
+        return (json.loads(keypoints),)
+
+
 class SaveTensor:
     """Writes a LATENT or a MASK to output/dragon_test/<name>.safetensors."""
 
@@ -233,6 +250,7 @@ NODE_CLASS_MAPPINGS = {
     "DragonTest_SceneLatent": SceneLatent,
     "DragonTest_SaveTensor": SaveTensor,
     "DragonTest_BoxMask": BoxMask,
+    "DragonTest_Pose": Pose,
     "DragonTest_Poison": Poison,
     "DragonTest_GuidanceFault": GuidanceFault,
     "DragonTest_ModelReport": ModelReport,
