@@ -137,10 +137,10 @@ def api_format(nodes: list) -> dict:
 # are not widgets (linked or optional), a title bar, a row per slot and per widget; the editor holds its canvas.
 SLOT_INPUTS = {"DragonDiffusion_GuidanceSetup": 6, "DragonDiffusion_MaskPointEditor": 3, "DragonDiffusion_Sampler": 5,
                "DragonDiffusion_DDIMInvert": 3, "DragonDiffusion_Landmarks": 3}
-WIDTH = {"DragonDiffusion_MaskPointEditor": 460, "DragonDiffusion_GuidanceSetup": 380, "CLIPTextEncode": 380,
-         "LoadImage": 340, "SaveImage": 360}
+WIDTH = {"DragonDiffusion_MaskPointEditor": 460, "DragonDiffusion_Landmarks": 460, "DragonDiffusion_GuidanceSetup": 380,
+         "CLIPTextEncode": 380, "LoadImage": 340, "SaveImage": 360}
 EXTRA_HEIGHT = {"DragonDiffusion_MaskPointEditor": 420, "LoadImage": 300, "SaveImage": 280, "CLIPTextEncode": 90,
-                "DragonDiffusion_Landmarks": 120}
+                "DragonDiffusion_Landmarks": 520}  # its two point lists and the editor's canvas
 # groups: (title, colour, the nodes' class types)
 GROUPS = [("1. paint: the object and where it goes", "#3f789e",
            ("LoadImage", "DragonDiffusion_MaskPointEditor", "DragonDiffusion_Landmarks", "DragonToy_Scene")),
@@ -217,8 +217,26 @@ def ui_format(nodes: list) -> dict:
     for ln in links:
         target = next(n for n in ui_nodes if n["id"] == ln[3])
         ln[4] = [i["name"] for i in target["inputs"]].index(ln[4])
+    grp = groups(nodes, placed)
     return {"last_node_id": max(n[0] for n in nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
-            "groups": groups(nodes, placed), "config": {}, "extra": {}, "version": 0.4}
+            "groups": grp, "config": {}, "extra": view_state(grp), "version": 0.4}
+
+
+VIEW = (1600, 900)  # the canvas area the opening view fits (a laptop's browser window less the side bars)
+
+
+def view_state(grp: list[dict]) -> dict:
+    """The view a template opens with: the whole graph (its groups) fitted to VIEW, and the renderer its layout
+    was made for. "LG" (the classic renderer's sizes), as ComfyUI's own templates declare: a frontend that opens
+    it in Nodes 2.0 scales the whole layout (positions, sizes, groups) by one factor, so nodes stay in their
+    groups; without it some frontends scaled groups and node sizes but not positions."""
+    x0 = min(g["bounding"][0] for g in grp)
+    y0 = min(g["bounding"][1] for g in grp)
+    x1 = max(g["bounding"][0] + g["bounding"][2] for g in grp)
+    y1 = max(g["bounding"][1] + g["bounding"][3] for g in grp)
+    scale = round(min(VIEW[0] / (x1 - x0 + 80), VIEW[1] / (y1 - y0 + 80)), 3)
+    offset = [round(-x0 + 40 / scale, 1), round(-y0 + 40 / scale, 1)]
+    return {"ds": {"scale": scale, "offset": offset}, "workflowRendererVersion": "LG"}
 
 
 # The demo on the project's toy model (toy/, loaded as extra custom nodes by scripts/demo): drag the object of

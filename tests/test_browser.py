@@ -410,6 +410,70 @@ def test_shipped_workflows_load_in_the_frontend_with_no_node_over_another(page):
     pg.evaluate("() => document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
 
 
+# Where every node of an open workflow is on the screen, and every group: in Nodes 2.0 the node's own element (its
+# real size, title included), in the classic renderer its canvas box (title bar included); groups from the canvas
+# transform. Polled until two readings agree (Nodes 2.0 sizes nodes over a few frames).
+_TEMPLATE_RECTS = """async ([wf, name]) => {
+  await app.loadGraphData(wf, true, true, name);
+  const read = () => {
+    const c = app.canvas, ds = c.ds, cr = c.canvas.getBoundingClientRect();
+    const at = (x, y) => [cr.left + (x + ds.offset[0]) * ds.scale, cr.top + (y + ds.offset[1]) * ds.scale];
+    const vue = !!app.extensionManager.setting.get('Comfy.VueNodes.Enabled');
+    const nodes = app.graph._nodes.map(n => {
+      const el = vue ? document.querySelector(`.lg-node[data-node-id="${n.id}"]`) : null;
+      if (el) { const b = el.getBoundingClientRect(); return {id: n.id, type: n.type, r: [b.left, b.top, b.right, b.bottom]}; }
+      const [a, b] = at(n.pos[0], n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT), [x, y] = at(n.pos[0] + n.size[0], n.pos[1] + n.size[1]);
+      return {id: n.id, type: n.type, r: [a, b, x, y], canvas: true};
+    });
+    const groups = app.graph._groups.map(g => { const [a, b] = at(g.pos[0], g.pos[1]), [x, y] = at(g.pos[0] + g.size[0], g.pos[1] + g.size[1]);
+      return {title: g.title, r: [a, b, x, y]}; });
+    return {vue, nodes, groups, scale: ds.scale};
+  };
+  let last = null;
+  for (let k = 0; k < 40; k++) {
+    await new Promise(r => setTimeout(r, 150));
+    const now = read();
+    if (last && JSON.stringify(now) === JSON.stringify(last)) return now;
+    last = now;
+  }
+  return last;
+}"""
+
+
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"])
+def test_shipped_templates_open_with_nodes_inside_their_groups_and_apart(page, renderer):
+    """Each template as the frontend opens it (a new workflow tab), in either renderer: no node covers another,
+    and every node lies inside the group of its step. Nodes 2.0 draws nodes larger than the classic canvas; it
+    opened the templates scrambled (groups and sizes scaled, positions not) until they declared their layout."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from make_workflows import GROUPS
+
+    pg = page
+    pg.evaluate("async (v) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", renderer == "nodes2")
+    try:
+        for k, path in enumerate(sorted((REPO / "workflows").glob("*.json"))):
+            res = pg.evaluate(_TEMPLATE_RECTS, [json.loads(path.read_text()), f"{renderer} {k} {path.stem}"])
+            assert res["vue"] == (renderer == "nodes2")
+            nodes, groups = res["nodes"], {g["title"]: g["r"] for g in res["groups"]}
+            if renderer == "nodes2":
+                assert not any(n.get("canvas") for n in nodes), (path.name, "a node without its Nodes 2.0 element")
+            for i, a in enumerate(nodes):
+                for b in nodes[i + 1:]:
+                    A, B = a["r"], b["r"]
+                    apart = A[2] <= B[0] + 1 or B[2] <= A[0] + 1 or A[3] <= B[1] + 1 or B[3] <= A[1] + 1
+                    assert apart, (renderer, path.name, a["type"], b["type"], A, B)
+            for title_, _, types in GROUPS:
+                for n in nodes:
+                    if n["type"] in types:
+                        G, R = groups[title_], n["r"]
+                        inside = R[0] >= G[0] - 1 and R[1] >= G[1] - 1 and R[2] <= G[2] + 1 and R[3] <= G[3] + 1
+                        assert inside, (renderer, path.name, n["type"], "outside", title_, R, G)
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
 def test_guidance_setup_shows_only_the_inputs_of_its_mode(page):
     """Switching the mode hides the widgets that do not apply to it (and folds the expert ones until 'Show
     Advanced'); hidden widgets keep their values and are still sent, so a graph runs the same."""
