@@ -5,7 +5,7 @@ what the call is: the guidance branch's reference pass (record K/V of this step)
 pass (inject them), or a plain pass. Only the current step's K/V are held on the device.
 
 The official code fills a memory bank of K/V during DDIM inversion. `KVBank` is that bank, recorded by
-`KVRecorder` while DDIM Invert runs, under a byte budget: a step it holds needs no reference pass at
+`KVRecorder` while Dragon DDIM Invert runs, under a byte budget: a step it holds needs no reference pass at
 edit time; a step it does not hold is recomputed from the same input (source "inversion").
 """
 from __future__ import annotations
@@ -129,7 +129,7 @@ def trim_heap() -> None:
 
 
 class KVRecorder:
-    """attn1 replace patch of DDIM Invert's model clone: puts the layer's K/V into the bank, then attends as
+    """attn1 replace patch of Dragon DDIM Invert's model clone: puts the layer's K/V into the bank, then attends as
     the layer would have (through the replace patch that was there before, if any)."""
 
     def __init__(self, bank: KVBank, attention: AttnFn, inner: Callable | None = None):

@@ -202,7 +202,7 @@ def _start_from_surroundings(x: torch.Tensor, x_t: torch.Tensor, region: torch.T
 def _drag_plan(spec, h, w, gh, gw, device) -> EditPlan:
     if not spec.pairs:
         raise DragonInputError("Dragon Guidance Setup", "points", "drag mode needs at least one handle->target pair.",
-                               "Click a handle and then its target in the Mask/Point Editor.")
+                               "Click a handle and then its target in the Dragon Mask/Point Editor.")
     region = drag_region(spec, gh, gw)
     if not bool(region.any()):
         raise DragonInputError("Dragon Guidance Setup", "object_mask", "the editable region is empty.",
@@ -326,7 +326,7 @@ def _reference_of(spec: GuidanceSpec, h: int, w: int) -> Inversion:
     inv2 = spec.reference_inversion
     if not isinstance(inv2, Inversion):
         raise DragonInputError(SETUP, "reference_inversion", f"{spec.mode} needs the reference image's inversion.",
-                               "Encode the reference image, run DDIM Invert on it and connect its inversion.")
+                               "Encode the reference image, run Dragon DDIM Invert on it and connect its inversion.")
     rh, rw = inv2.latent_shape[-2:]
     if (rh, rw) != (h, w):
         raise DragonInputError(SETUP, "reference_inversion",
@@ -395,7 +395,7 @@ def _appearance_plan(spec, h, w, gh, gw, device) -> EditPlan:
 def _landmark_plan(spec, h, w, gh, gw, device) -> EditPlan:
     if not spec.pairs:
         raise DragonInputError(SETUP, "points", "landmark mode needs at least one source->target pair.",
-                               "Connect Dragon Landmarks or the Mask/Point Editor.")
+                               "Connect Dragon Landmarks or the Dragon Mask/Point Editor.")
     cw, ch = spec.width / gw, spec.height / gh
     patches = [(a.to(device), b.to(device)) for a, b in pair_patches(spec.pairs, cw, ch, gh, gw)]
     region = drag_region(spec, gh, gw)

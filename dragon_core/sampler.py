@@ -92,7 +92,7 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         kv_from_inversion = kv_on and backend.kv_source() == "inversion"
         banked = _banked_kv(plan, inversion, i, device) if kv_from_inversion else None
         if banked is not None:
-            state.kv = banked  # recorded by DDIM Invert: the same K/V the pass below would compute
+            state.kv = banked  # recorded by Dragon DDIM Invert: the same K/V the pass below would compute
             stats.kv_banked += 1
         elif kv_from_inversion:
             # the official memory bank's K/V of this step: the inversion step that reached this level evaluated
@@ -132,7 +132,7 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
             if r < sp.repeats - 1:
                 # DiffEditor time travel: deterministically re-invert to this level and redo the step; as the
                 # official Sampler, the noise is predicted at the lower level the latent is at (not at the
-                # target level, as DDIM Invert does)
+                # target level, as Dragon DDIM Invert does)
                 state.phase = "plain"
                 x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s,
                                    evaluate_at="current")

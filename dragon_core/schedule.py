@@ -48,7 +48,7 @@ def inversion_step(denoise: DenoiseFn, x: torch.Tensor, sigma: float, sigma_next
                    evaluate_at: str = "target") -> torch.Tensor:
     """One DDIM inversion step from sigma up to sigma_next (> sigma).
 
-    evaluate_at="target" (DDIM Invert, as the official image inversion, diffusers' recipe): the noise is
+    evaluate_at="target" (Dragon DDIM Invert, as the official image inversion, diffusers' recipe): the noise is
     predicted on the *current* VP latent with the *target* timestep, x0 is estimated at the current level and
     re-noised to the target with the same eps. This is what makes sampling back from the inverted noise
     retrace the path closely.

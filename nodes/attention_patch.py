@@ -1,4 +1,4 @@
-"""Cross-Branch Attention Patch: decoder self-attention reads the guidance branch's K/V."""
+"""Dragon Cross-Branch Attention Patch: decoder self-attention reads the guidance branch's K/V."""
 from __future__ import annotations
 
 from comfy.ldm.modules.attention import optimized_attention
@@ -9,7 +9,7 @@ from ..dragon_core.errors import DragonInputError
 from .types import CATEGORY
 from .unet_layout import decoder_attn1_keys, unet_of
 
-NODE = "Cross-Branch Attention Patch"
+NODE = "Dragon Cross-Branch Attention Patch"
 
 
 def patch_model(model, mode: str, start: float, end: float, source: str = "inversion"):
@@ -31,7 +31,7 @@ class CrossBranchAttentionPatch(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="DragonDiffusion_CrossBranchAttention",
-            display_name="Cross-Branch Attention Patch",
+            display_name=NODE,
             category=CATEGORY,
             description=(
                 "Patches a clone of the model so that, during a Dragon Sampler run, the generation branch's "

@@ -1,4 +1,4 @@
-"""Mask/Point Editor (backend): points JSON + masks on an image -> guidance inputs + preview.
+"""Dragon Mask/Point Editor (backend): points JSON + masks on an image -> guidance inputs + preview.
 
 The in-canvas editor (web/js/dragon_editor.js) writes the widget values this node reads: `points`
 (JSON, image pixels), `points_size` (the WxH the points were placed on) and `editor_mask` /
@@ -28,7 +28,7 @@ from ..dragon_core.spec import DragPoints, PointPair
 from .common import log, single_mask
 from .types import CATEGORY, DragonPointsType
 
-NODE = "Mask/Point Editor"
+NODE = "Dragon Mask/Point Editor"
 MAX_SIDE = 16384
 LOAD_IMAGE_NO_MASK = (64, 64)  # ComfyUI's Load Image returns zeros of this shape when the picture has no alpha
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -339,7 +339,7 @@ class MaskPointEditor(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="DragonDiffusion_MaskPointEditor",
-            display_name="Mask/Point Editor",
+            display_name=NODE,
             category=CATEGORY,
             description=(
                 "Handle->target points and the editable/object mask for an image, edited on the node's canvas: "

@@ -48,15 +48,15 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                      mode)
         ref_mask = reference_inversion = None
     elif reference_inversion is not None and not isinstance(reference_inversion, Inversion):
-        raise DragonInputError(NODE, "reference_inversion", "must come from DDIM Invert.",
-                               "Connect the inversion output of a DDIM Invert run on the reference image.")
+        raise DragonInputError(NODE, "reference_inversion", "must come from Dragon DDIM Invert.",
+                               "Connect the inversion output of a Dragon DDIM Invert run on the reference image.")
     if mode == "paste" and mask is not None:
         log.info("Dragon Guidance Setup: paste ignores object_mask; reference_mask marks the object to paste.")
         mask = None
     if mode == "landmark" and mask is not None and float((mask > 0.5).float().max()) == 0:
         mask = None
     if ref is not None and float((ref > 0.5).float().max()) == 0:
-        # e.g. the Mask/Point Editor's `reference` output with nothing painted on that layer
+        # e.g. the Dragon Mask/Point Editor's `reference` output with nothing painted on that layer
         log.info("Dragon Guidance Setup: reference_region is empty; the vacated area takes the look of its surroundings.")
         ref = None
     sizes = {}
@@ -68,12 +68,12 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
         sizes["reference_mask"] = (ref_mask.shape[1], ref_mask.shape[0])
     if points is not None:
         if not isinstance(points, DragPoints):
-            raise DragonInputError(NODE, "points", "must come from the Mask/Point Editor.",
-                                   "Connect the points output of the Mask/Point Editor or Dragon Landmarks.")
+            raise DragonInputError(NODE, "points", "must come from the Dragon Mask/Point Editor.",
+                                   "Connect the points output of the Dragon Mask/Point Editor or Dragon Landmarks.")
         sizes["points"] = (points.width, points.height)
     if not sizes:
         need = {"drag": "points", "landmark": "points", "paste": "reference_mask"}.get(mode, "object_mask")
-        raise DragonInputError(NODE, need, f"{mode} needs {need}.", "Connect the Mask/Point Editor.")
+        raise DragonInputError(NODE, need, f"{mode} needs {need}.", "Connect the Dragon Mask/Point Editor.")
     if len(set(sizes.values())) > 1:
         desc = ", ".join(f"{k} {w}x{h}" for k, (w, h) in sizes.items())
         culprit = "reference_mask" if "reference_mask" in sizes else "object_mask"
@@ -116,7 +116,7 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     if mode in ("move", "resize"):
         if mask is None:
             raise DragonInputError(NODE, "object_mask", f"{mode} needs the mask of the object.",
-                                   "Connect the Mask/Point Editor's mask (or any MASK of the object).")
+                                   "Connect the Dragon Mask/Point Editor's mask (or any MASK of the object).")
         covered = float((mask > 0.5).float().mean())
         if covered == 0:
             raise DragonInputError(NODE, "object_mask", "is empty (no pixel above 0.5).", "Paint the object to move.")
@@ -151,11 +151,11 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
     elif mode == "landmark":
         if not pairs:
             raise DragonInputError(NODE, "points", "landmark needs at least one source->target pair.",
-                                   "Connect Dragon Landmarks (two point lists) or the Mask/Point Editor.")
+                                   "Connect Dragon Landmarks (two point lists) or the Dragon Mask/Point Editor.")
     else:  # drag
         if not pairs:
             raise DragonInputError(NODE, "points", "drag needs at least one handle->target pair.",
-                                   "Click a handle and then its target in the Mask/Point Editor.")
+                                   "Click a handle and then its target in the Dragon Mask/Point Editor.")
         if mask is not None and float((mask > 0.5).float().max()) == 0:
             log.info("Dragon Guidance Setup: the drag mask is empty; using regions around the drags instead.")
             mask = None
@@ -202,7 +202,7 @@ def _check_reference(mode: str, ref_mask, reference_inversion) -> None:
                                "Paint the object in the reference image.")
     if reference_inversion is None:
         raise DragonInputError(NODE, "reference_inversion", f"{mode} needs the reference image's inversion.",
-                               "Encode the reference image, run DDIM Invert on it and connect its inversion.")
+                               "Encode the reference image, run Dragon DDIM Invert on it and connect its inversion.")
 
 
 def check_reference_inversion(spec: GuidanceSpec, inversion: Inversion) -> None:
@@ -215,7 +215,7 @@ def check_reference_inversion(spec: GuidanceSpec, inversion: Inversion) -> None:
                                "Invert both images with the same model.")
     if inv2.steps != inversion.steps or not bool((inv2.sigmas == inversion.sigmas).all()):
         raise DragonInputError(NODE, "reference_inversion", f"has {inv2.steps} steps but the base image's inversion has "
-                               f"{inversion.steps}.", "Use the same steps in both DDIM Invert nodes.")
+                               f"{inversion.steps}.", "Use the same steps in both Dragon DDIM Invert nodes.")
     if tuple(inv2.latent_shape) != tuple(inversion.latent_shape):
         rh, rw = inv2.latent_shape[-2:]
         h, w = inversion.latent_shape[-2:]
@@ -252,7 +252,7 @@ class DragonGuidanceSetup(io.ComfyNode):
                                       "change (optional; empty or unconnected = around the drags). landmark: optional, the region outside which "
                                       "w_content holds the image (default: around the points). paste: not used."),
                 DragonPointsType.Input("points", optional=True,
-                                       tooltip="Handle->target pairs from the Mask/Point Editor or Dragon Landmarks. move/resize/"
+                                       tooltip="Handle->target pairs from the Dragon Mask/Point Editor or Dragon Landmarks. move/resize/"
                                                "paste: one pair may give the offset. drag/landmark: the pairs to move."),
                 io.Mask.Input("reference_region", optional=True,
                               tooltip="move/remove: an area whose look the vacated place should take (official 'reference region'). "
@@ -260,7 +260,7 @@ class DragonGuidanceSetup(io.ComfyNode):
                 io.Mask.Input("reference_mask", optional=True,
                               tooltip="paste/appearance: the object in the reference image (same size as the base image)."),
                 DragonInversionType.Input("reference_inversion", optional=True,
-                                          tooltip="paste/appearance: DDIM Invert of the reference image (same model, steps and "
+                                          tooltip="paste/appearance: Dragon DDIM Invert of the reference image (same model, steps and "
                                                   "size as the base image's inversion)."),
                 io.Int.Input("offset_x", default=0, min=-16384, max=16384,
                              tooltip="move/paste: horizontal shift in image pixels (right is positive)."),

@@ -1,4 +1,4 @@
-"""DDIM Invert: the guidance branch's trajectory (the latent half of the memory bank)."""
+"""Dragon DDIM Invert: the guidance branch's trajectory (the latent half of the memory bank)."""
 from __future__ import annotations
 
 import torch
@@ -17,7 +17,7 @@ from .common import check_conditioning, check_latent, ddim_sigmas, log
 from .types import CATEGORY, DragonInversionType
 from .unet_layout import decoder_attn1_keys, model_key, unet_of
 
-NODE = "DDIM Invert"
+NODE = "Dragon DDIM Invert"
 # Host memory for the K/V memory bank by default: a whole 50-step bank of SD1.5 at 768^2 in fp16 (3.1 GB, the
 # official figure) or at 512^2 in fp32 (2.8 GB) fits; steps beyond the budget are recomputed at edit time.
 DEFAULT_BANK_MB = 4096
@@ -26,7 +26,7 @@ MB = 1024 ** 2
 
 def with_kv_recorder(model, bank: KVBank):
     """A clone of `model` whose decoder self-attention layers also write their K/V into `bank` (an attn1 replace
-    patch already there, e.g. a Cross-Branch Attention Patch, still does the attending)."""
+    patch already there, e.g. a Dragon Cross-Branch Attention Patch, still does the attending)."""
     m = model.clone()
     attn1 = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     for block, idx, j in decoder_attn1_keys(unet_of(model, NODE)):
@@ -79,7 +79,7 @@ def run_inversion(model, positive, samples: torch.Tensor, steps: int,
     inv = Inversion(latents=sink, sigmas=sigmas, model_key=model_key(model), latent_shape=tuple(samples.shape),
                     kv_bank=bank)
     if bank is not None and bank.dropped:
-        log.info("DDIM Invert: the memory bank holds %d of %d steps (%.0f MB, kv_bank_mb %d); the other steps' K/V "
+        log.info("Dragon DDIM Invert: the memory bank holds %d of %d steps (%.0f MB, kv_bank_mb %d); the other steps' K/V "
                  "are recomputed during the edit (one extra UNet pass each).", len(bank.steps), n,
                  bank.nbytes / MB, kv_bank_mb)
     return inv, noise_out.to(comfy.model_management.intermediate_device())
@@ -90,7 +90,7 @@ class DDIMInvert(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="DragonDiffusion_DDIMInvert",
-            display_name="DDIM Invert",
+            display_name=NODE,
             category=CATEGORY,
             description=(
                 "Runs deterministic DDIM inversion of an encoded image with the prompt and no CFG, and "
@@ -104,7 +104,7 @@ class DDIMInvert(io.ComfyNode):
                              tooltip="DDIM steps (the official DDIM timesteps: 981, 961, ..., 1 for 50). Give the Dragon Sampler the same number; the method's default is 50."),
                 io.Int.Input("kv_bank_mb", default=DEFAULT_BANK_MB, min=0, max=1 << 20, step=256, optional=True,
                              tooltip="Host memory (MB) for the memory bank: the decoder self-attention keys/values "
-                                     "of every inversion step, which the Cross-Branch Attention Patch injects "
+                                     "of every inversion step, which the Dragon Cross-Branch Attention Patch injects "
                                      "(official). Steps that do not fit are recomputed during the edit, one extra "
                                      "UNet pass each, with the same result. SD1.5 needs about 1.4 GB at 512x512 "
                                      "(fp16; double in fp32), SDXL about 11 GB at 1024x1024. 0 records none. "

@@ -75,17 +75,17 @@ def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable
 def validate(model, inversion, guidance, steps) -> None:
     unet_of(model, NODE)
     if not isinstance(inversion, Inversion):
-        raise DragonInputError(NODE, "inversion", "must come from DDIM Invert.",
-                               "Connect the inversion output of DDIM Invert run on the image you edit.")
+        raise DragonInputError(NODE, "inversion", "must come from Dragon DDIM Invert.",
+                               "Connect the inversion output of Dragon DDIM Invert run on the image you edit.")
     if not isinstance(guidance, GuidanceSpec):
         raise DragonInputError(NODE, "guidance", "must come from Dragon Guidance Setup.",
                                "Connect the guidance output of Dragon Guidance Setup.")
     if inversion.model_key != model_key(model):
         raise DragonInputError(NODE, "inversion", "was made with another model.",
-                               "Feed DDIM Invert and the Dragon Sampler the same checkpoint (LoRA/patches on top are fine).")
+                               "Feed Dragon DDIM Invert and the Dragon Sampler the same checkpoint (LoRA/patches on top are fine).")
     if steps != inversion.steps:
         raise DragonInputError(NODE, "steps", f"is {steps} but the inversion has {inversion.steps} steps.",
-                               "Use the same number of steps in DDIM Invert and the Dragon Sampler.")
+                               "Use the same number of steps in Dragon DDIM Invert and the Dragon Sampler.")
     h, w = inversion.latent_shape[-2:]
     f = pixels_per_latent(model)
     if (guidance.width // f, guidance.height // f) != (w, h):
@@ -121,7 +121,7 @@ def run_dragon(model, positive, negative, inversion: Inversion, guidance: Guidan
     blocks = tuple(feature_blocks(unet_of(clone, NODE)))
     kv = cross_branch_patches(clone)
     if not kv:
-        log.info("Dragon Sampler: no Cross-Branch Attention Patch on the model; sampling without K/V injection.")
+        log.info("Dragon Sampler: no Dragon Cross-Branch Attention Patch on the model; sampling without K/V injection.")
     job = DragonJob(spec=guidance, inversion=inversion, blocks=blocks, kv_patches=kv, seed=seed)
     guider = comfy.samplers.CFGGuider(clone)
     guider.set_conds(positive, negative)
@@ -146,12 +146,12 @@ class DragonSampler(io.ComfyNode):
                 "steers the latent. The guidance branch is the inverted trajectory; with a Cross-Branch Attention "
                 "Patch on the model its K/V are injected too."),
             inputs=[
-                io.Model.Input("model", tooltip="The model used for DDIM Invert, optionally through Cross-Branch Attention Patch."),
+                io.Model.Input("model", tooltip="The model used for Dragon DDIM Invert, optionally through Dragon Cross-Branch Attention Patch."),
                 io.Conditioning.Input("positive", tooltip="Prompt describing the image (the one used for inversion is a good choice)."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt for CFG (an empty prompt is the official choice)."),
-                DragonInversionType.Input("inversion", tooltip="From DDIM Invert, on the same model and image."),
+                DragonInversionType.Input("inversion", tooltip="From Dragon DDIM Invert, on the same model and image."),
                 DragonGuidanceType.Input("guidance", tooltip="From Dragon Guidance Setup."),
-                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Must equal the steps of DDIM Invert (official: 50)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Must equal the steps of Dragon DDIM Invert (official: 50)."),
                 io.Float.Input("cfg", default=4.0, min=0.0, max=30.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale (official demo: 4, 5 for appearance)."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,

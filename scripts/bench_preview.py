@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time of the Mask/Point Editor's preview (also Dragon Landmarks'): 512 diagonal point pairs on a 4096x4096
+"""Time of the Dragon Mask/Point Editor's preview (also Dragon Landmarks'): 512 diagonal point pairs on a 4096x4096
 image, the largest prompt the editor allows (issue #20; goal < 1 s). Prints seconds per render. With
 --layer-mem N: the peak memory of decoding one N x N brush layer (the limit is 8192), end to end: as it is, and
 stretched to an image of another size (--layer-to, default N - N/16 square).
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--layer-mem", type=int, metavar="N", help="measure the peak memory of decoding an N x N layer")
     ap.add_argument("--cancel", action="store_true",
-                    help="time from Cancel to the end of the Mask/Point Editor and Dragon Landmarks on 8192x4096")
+                    help="time from Cancel to the end of the Dragon Mask/Point Editor and Dragon Landmarks on 8192x4096")
     ap.add_argument("--layer-to", type=int, metavar="M", help="the stretched case's image side (default N - N/16)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "scripts"))
@@ -75,7 +75,7 @@ def cancel_latency(pack) -> None:
     img = torch.rand(1, 4096, 8192, 3, generator=torch.Generator().manual_seed(0))
     src = "[" + ",".join(f"[{100 + i * 100},{200 + i * 40}]" for i in range(68)) + "]"
     tgt = "[" + ",".join(f"[{150 + i * 100},{260 + i * 40}]" for i in range(68)) + "]"
-    runs = {"Mask/Point Editor": lambda: editor.MaskPointEditor.execute(img, "[]"),
+    runs = {"Dragon Mask/Point Editor": lambda: editor.MaskPointEditor.execute(img, "[]"),
             "Dragon Landmarks": lambda: landmarks.DragonLandmarks.execute(img, src, tgt, "face")}
     for name, run in runs.items():
         t0 = time.perf_counter()

@@ -180,7 +180,7 @@ def official_edit(ed: OfficialEditor, mode: OfficialMode, latents: list, bank: d
                   latents2: Optional[list] = None, bank2: Optional[dict] = None,
                   time_travel_at_target: bool = False) -> tuple[torch.Tensor, dict]:
     """§1.4's loop. Returns the final latent (at alpha_bar_0, decoded as it is) and call counts.
-    time_travel_at_target: NOT the official; the re-inversion evaluated at t as DDIM Invert does (what the pack
+    time_travel_at_target: NOT the official; the re-inversion evaluated at t as Dragon DDIM Invert does (what the pack
     did before), for the tests to show they tell the two apart."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))  # the SDE draws (one per SDE step, shared n)
     z = mode.initial(latents[-1], latents2[-1] if latents2 else None)

@@ -18,8 +18,8 @@ from graph import Graph
 W, H = 64, 48  # non-square on purpose: latent 8x6
 STEPS = 4
 
-INVERT, SETUP, SAMPLER, PATCH, EDITOR = ("DDIM Invert", "Dragon Guidance Setup", "Dragon Sampler",
-                                         "Cross-Branch Attention Patch", "Mask/Point Editor")
+INVERT, SETUP, SAMPLER, PATCH, EDITOR = ("Dragon DDIM Invert", "Dragon Guidance Setup", "Dragon Sampler",
+                                         "Dragon Cross-Branch Attention Patch", "Dragon Mask/Point Editor")
 CLASS = {INVERT: "DragonDiffusion_DDIMInvert", SETUP: "DragonDiffusion_GuidanceSetup",
          SAMPLER: "DragonDiffusion_Sampler", PATCH: "DragonDiffusion_CrossBranchAttention",
          EDITOR: "DragonDiffusion_MaskPointEditor"}

@@ -1,7 +1,7 @@
-"""The Mask/Point Editor in a real browser: headless Debian Chromium driven by Playwright.
+"""The Dragon Mask/Point Editor in a real browser: headless Debian Chromium driven by Playwright.
 
 The test starts the real ComfyUI server with the pack (the `server` fixture), opens its frontend
-(comfyui-frontend-package 1.32.9), builds Load Image -> Mask/Point Editor -> SaveTensor, clicks
+(comfyui-frontend-package 1.32.9), builds Load Image -> Dragon Mask/Point Editor -> SaveTensor, clicks
 handle->target pairs and paints a brush stroke on the node's canvas at a graph zoom other than 1,
 queues the prompt, and checks what the backend received. scripts/browser-env (run by scripts/test)
 installs Debian's chromium and Playwright's Python package; nothing is downloaded by Playwright.
@@ -319,7 +319,7 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     shot = ARTIFACTS / "mask_point_editor.png"
     pg.screenshot(path=str(shot), clip=_node_clip(pg, ed))
     with capsys.disabled():
-        print(f"\n[browser] screenshot of the Mask/Point Editor node: {shot}")
+        print(f"\n[browser] screenshot of the Dragon Mask/Point Editor node: {shot}")
     assert shot.stat().st_size > 1000
 
     # queue: the backend gets exactly these points in image pixels and a mask covering the stroke

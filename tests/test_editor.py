@@ -1,4 +1,4 @@
-"""Mask/Point Editor backend: points validation and rescaling, brush layers from ComfyUI's input folder."""
+"""Dragon Mask/Point Editor backend: points validation and rescaling, brush layers from ComfyUI's input folder."""
 from __future__ import annotations
 
 import json
@@ -68,7 +68,7 @@ def test_bad_points_are_a_clear_error_naming_the_input(ed, errors, points, match
     with pytest.raises(errors.DragonInputError) as e:
         _run(ed, points)
     msg = str(e.value)
-    assert "Mask/Point Editor" in msg and "'points'" in msg and match in msg, msg
+    assert "Dragon Mask/Point Editor" in msg and "'points'" in msg and match in msg, msg
 
 
 @pytest.mark.parametrize("size", ["abc", "0x10", "10x", "99999x10", "12,10"])

@@ -223,7 +223,7 @@ def test_a_refusal_about_guidance_setup_s_input_found_by_the_sampler_names_the_s
     assert (e.value.node, e.value.input_name) == ("Dragon Sampler", "guidance")
     assert str(e.value).startswith("Dragon Sampler: input 'guidance': Dragon Guidance Setup's input "
                                    "'reference_inversion': has 8 steps but the base image's inversion has 10."), str(e.value)
-    assert str(e.value).endswith("Use the same steps in both DDIM Invert nodes.")
+    assert str(e.value).endswith("Use the same steps in both Dragon DDIM Invert nodes.")
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -379,7 +379,7 @@ def test_malformed_conditioning_is_a_clear_error_on_the_node(comfy, setup, cond,
             comfy.module("nodes.sampler").run_dragon(setup["model"], setup["cond"], cond, setup["inv"],
                                                      _spec(comfy, object_mask=setup["mask"], offset_x=24), 10, 4.0, 1)
     msg = str(e.value)
-    want = ("DDIM Invert: input 'positive'" if node == "invert" else "Dragon Sampler: input 'negative'")
+    want = ("Dragon DDIM Invert: input 'positive'" if node == "invert" else "Dragon Sampler: input 'negative'")
     assert msg.startswith(want) and match in msg and ("CLIP Text Encode" in msg or "Re-encode" in msg), msg
 
 

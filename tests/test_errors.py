@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
 from dragon_core.errors import DragonInputError  # noqa: E402
 
-NODES = {"DDIM Invert", "Dragon Guidance Setup", "Dragon Sampler", "Cross-Branch Attention Patch",
-         "Mask/Point Editor", "Dragon Landmarks"}
+NODES = {"Dragon DDIM Invert", "Dragon Guidance Setup", "Dragon Sampler", "Dragon Cross-Branch Attention Patch",
+         "Dragon Mask/Point Editor", "Dragon Landmarks"}
 
 
 def _refusals():

@@ -1,4 +1,4 @@
-"""Faithfulness of the DDIM conventions: DDIM Invert and the Dragon Sampler against an independent DDIM written
+"""Faithfulness of the DDIM conventions: Dragon DDIM Invert and the Dragon Sampler against an independent DDIM written
 from the official equations (shared/design/dragondiffusion.md §1.3-1.4, diffusers' DDIMScheduler with SD's
 config), on a tiny SD1-shaped UNet in real ComfyUI.
 

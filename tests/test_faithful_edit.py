@@ -1,5 +1,5 @@
 """Faithfulness of whole edits on the default schedule: every official mode runs one 50-step DiffEditor edit
-(guidance, regional SDE, time travel, K/V from the memory bank) through DDIM Invert, Cross-Branch Attention Patch
+(guidance, regional SDE, time travel, K/V from the memory bank) through Dragon DDIM Invert, Dragon Cross-Branch Attention Patch
 and the Dragon Sampler in real ComfyUI, and must land on the official edit written from the spec
 (tests/official_edit.py) on the same tiny SD1-shaped UNet.
 

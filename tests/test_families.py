@@ -202,7 +202,7 @@ def test_lora_and_ip_adapter_patches_applied_before_the_dragon_nodes_both_take_e
     out_both, job = _dragon(comfy, both, cond)
     assert repr(both.model_options) == opts_before  # the Dragon nodes patch clones, never their input
     # the IP patch ran inside the Dragon run: in the guidance branch's feature pass, the CFG generation and the
-    # gradient pass (the injected K/V come from DDIM Invert's memory bank, recorded with the patch on: no
+    # gradient pass (the injected K/V come from Dragon DDIM Invert's memory bank, recorded with the patch on: no
     # "reference" pass is needed)
     assert {"plain", "generate", "grad"} <= set(ip.phases)
     assert job.stats.kv_banked > 0 and "reference" not in ip.phases

@@ -72,9 +72,9 @@ def test_parse_points_gives_pairs_inside_the_image_or_a_clean_error(core):
     @given(text=points_text, w=st.integers(1, 4096), h=st.integers(1, 4096))
     def run(text, w, h):
         try:
-            pairs = parse("Mask/Point Editor", "points", text, w, h)
+            pairs = parse("Dragon Mask/Point Editor", "points", text, w, h)
         except Err as e:
-            _check_clean(e, "Mask/Point Editor", "points")
+            _check_clean(e, "Dragon Mask/Point Editor", "points")
             return
         assert isinstance(pairs, tuple)
         for p in pairs:
@@ -151,7 +151,7 @@ def test_parse_points_accepts_every_valid_document(core):
             doc = [{"handle": list(pts[i]), "target": list(pts[i + 1])} for i in range(0, len(pts), 2)]
         else:
             doc = [{"x": x, "y": y} for x, y in pts]
-        pairs = parse("Mask/Point Editor", "points", json.dumps(doc), w, h)
+        pairs = parse("Dragon Mask/Point Editor", "points", json.dumps(doc), w, h)
         assert [c for p in pairs for c in (p.handle, p.target)] == [tuple(map(float, q)) for q in pts]
 
     run()
@@ -222,7 +222,7 @@ def test_guidance_setup_and_editor_take_any_mask_and_points_cleanly(core):
             assert tuple(out.result[0].shape) == (1, h, w)
             pts = out.result[1]
         except Err as e:
-            assert str(e).startswith("Mask/Point Editor: input '"), str(e)
+            assert str(e).startswith("Dragon Mask/Point Editor: input '"), str(e)
             pts = DragPoints(pairs=(), width=w, height=h)
         try:
             build_spec(mode, object_mask=mask, points=pts, offset_x=off, scale=scale)
@@ -283,7 +283,7 @@ def test_mask_files_are_only_ever_read_inside_the_input_folder(core, input_dir):
     global _opened
     ed = core["editor"]
     if not hasattr(ed, "load_layer"):
-        pytest.skip("the Mask/Point Editor reads no files in this version")
+        pytest.skip("the Dragon Mask/Point Editor reads no files in this version")
     Err = core["errors"].DragonInputError
     base = os.path.realpath(input_dir)
     sys.addaudithook(_audit)
@@ -296,7 +296,7 @@ def test_mask_files_are_only_ever_read_inside_the_input_folder(core, input_dir):
         try:
             layer = ed.load_layer("mask_layer", name, 8, 8)
         except Err as e:
-            assert str(e).startswith("Mask/Point Editor: input 'mask_layer': "), str(e)
+            assert str(e).startswith("Dragon Mask/Point Editor: input 'mask_layer': "), str(e)
             layer = None
         finally:
             opened, _opened = _opened, None
@@ -340,7 +340,7 @@ def test_brush_layers_of_any_png_mode_and_size_read_in_0_1_or_refuse_cleanly(cor
         try:
             value, cover, note = ed.load_layer("editor_mask", "fuzz_layer.png", w, h)
         except Err as e:
-            _check_clean(e, "Mask/Point Editor", "editor_mask")
+            _check_clean(e, "Dragon Mask/Point Editor", "editor_mask")
             return
         for t in (value, cover):
             assert t.shape == (h, w) and t.dtype == torch.float32 and bool(torch.isfinite(t).all())

@@ -133,7 +133,7 @@ def test_drag_energy_pulls_target_toward_handle_content():
 ])
 def test_points_json_errors_name_the_input(text, match):
     with pytest.raises(DragonInputError) as e:
-        parse_points("Mask/Point Editor", "points", text, 64, 32)
+        parse_points("Dragon Mask/Point Editor", "points", text, 64, 32)
     assert "'points'" in str(e.value) and match in str(e.value)
 
 

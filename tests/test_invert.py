@@ -1,4 +1,4 @@
-"""DDIM Invert through a real ComfyUI server, on tiny models."""
+"""Dragon DDIM Invert through a real ComfyUI server, on tiny models."""
 from __future__ import annotations
 
 import pytest
@@ -68,9 +68,9 @@ def _invert_graph(family="sd1", channels=4, steps=10, batch=1):
 
 
 @pytest.mark.parametrize("kwargs,expect", [
-    (dict(channels=16), ["DDIM Invert", "'latent'", "16 channels", "4-channel"]),
-    (dict(batch=2), ["DDIM Invert", "'latent'", "batch of 2"]),
-    (dict(family="dit"), ["DDIM Invert", "'model'", "UNet", "OpenAISignatureMMDITWrapper"]),
+    (dict(channels=16), ["Dragon DDIM Invert", "'latent'", "16 channels", "4-channel"]),
+    (dict(batch=2), ["Dragon DDIM Invert", "'latent'", "batch of 2"]),
+    (dict(family="dit"), ["Dragon DDIM Invert", "'model'", "UNet", "OpenAISignatureMMDITWrapper"]),
 ])
 def test_invert_bad_input_is_a_clear_node_error(server, kwargs, expect):
     h = server.run(_invert_graph(**kwargs))

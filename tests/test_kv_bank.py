@@ -1,7 +1,7 @@
-"""The K/V memory bank recorded by DDIM Invert (#22): the official bank, and the same edit as recomputing it.
+"""The K/V memory bank recorded by Dragon DDIM Invert (#22): the official bank, and the same edit as recomputing it.
 
 Source "inversion" injects, at denoising step i, the decoder K/V of the inversion step that reached step i's
-level. DDIM Invert records them (KVBank); the sampler then needs no reference pass for a banked step. On the
+level. Dragon DDIM Invert records them (KVBank); the sampler then needs no reference pass for a banked step. On the
 CPU a banked step is bit-for-bit the recomputed one (same input, same weights, same batch); cross-image modes
 batch two banks (the recomputed pass runs both images as one batch) and differ by rounding only: under 1% of
 what the choice of K/V source changes (measured 3e-4 of it on the tiny UNet).
@@ -95,7 +95,7 @@ def test_the_recorder_keeps_an_attention_patch_already_on_the_model(comfy, scene
     for a, b in zip(with_other.latents, without_bank.latents):
         assert torch.equal(a, b)
     assert not torch.equal(with_other.latents[-1], scene["plain"].latents[-1])  # the patch does change the model
-    # a Cross-Branch Attention Patch on DDIM Invert's model changes nothing outside a Dragon run
+    # a Dragon Cross-Branch Attention Patch on Dragon DDIM Invert's model changes nothing outside a Dragon run
     patched, _ = comfy.module("nodes.attention_patch").patch_model(scene["model"], "auto", 0.1, 1.0)
     with torch.inference_mode():
         inv, _ = inv_mod.run_inversion(patched, scene["cond"], scene["lat"], STEPS)

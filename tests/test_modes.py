@@ -387,7 +387,7 @@ def test_guidance_setup_builds_each_new_mode_with_its_defaults(comfy):
 
 
 def test_an_empty_reference_region_means_none(comfy):
-    """The Mask/Point Editor's `reference` output is all zero when its layer is not painted: wired into
+    """The Dragon Mask/Point Editor's `reference` output is all zero when its layer is not painted: wired into
     reference_region it must act as unconnected (the surroundings), not fail; a painted one is kept."""
     gd = comfy.module("nodes.guidance")
     obj = _box(16, 16, 32, 32)[None]

@@ -358,7 +358,7 @@ def test_ten_prompts_queued_at_once_all_complete_with_their_outputs(server):
 
 
 def test_the_cached_memory_bank_is_released_by_free_memory(server):
-    """ComfyUI's cache keeps DDIM Invert's output after the run, memory bank included, so a re-queue with new
+    """ComfyUI's cache keeps Dragon DDIM Invert's output after the run, memory bank included, so a re-queue with new
     points skips the inversion. The frontend's "Free model and node cache" (POST /free with free_memory) must
     release it: the server's resident memory falls back by about the bank's size."""
     side, steps = 512, 50  # tiny SD1 UNet, latent 64x64: 6 decoder self-attention layers, about 3.4 MB a step

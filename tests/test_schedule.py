@@ -66,7 +66,7 @@ def test_time_travel_re_inversion_predicts_noise_at_the_lower_timestep():
     want = a_hi ** 0.5 * x0 + (1 - a_hi) ** 0.5 * eps  # VP latent at the higher level
     got = inversion_step(denoise, z_lo / a_lo ** 0.5, lo, hi, evaluate_at="current") * a_hi ** 0.5
     assert torch.allclose(got, want, atol=1e-12)
-    # the DDIM Invert rule (the target timestep) is a different step here
+    # the Dragon DDIM Invert rule (the target timestep) is a different step here
     other = inversion_step(denoise, z_lo / a_lo ** 0.5, lo, hi) * a_hi ** 0.5
     assert float((other - want).abs().max()) > 1e-3
 

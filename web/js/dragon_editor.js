@@ -1,4 +1,4 @@
-// Mask/Point Editor on the ComfyUI canvas (DragonDiffusion_MaskPointEditor), and the same canvas for Dragon
+// Dragon Mask/Point Editor on the ComfyUI canvas (DragonDiffusion_MaskPointEditor), and the same canvas for Dragon
 // Landmarks' point pairs (DragonDiffusion_Landmarks: points only, kept in its source/target lists; see CONFIGS).
 //
 // The node shows its input image on a canvas inside the node: the image of the last run (sent by
@@ -40,7 +40,7 @@ function parsePoints(text) {
   return pts.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
 }
 
-// The two nodes with a canvas. The Mask/Point Editor keeps the points as one alternating handle, target list and
+// The two nodes with a canvas. The Dragon Mask/Point Editor keeps the points as one alternating handle, target list and
 // has the brush; Dragon Landmarks keeps two lists paired by position (its labelled source/target boxes, which stay
 // visible for pasting a detector's output) and only points.
 const CONFIGS = {
