@@ -137,7 +137,9 @@ def api_format(nodes: list) -> dict:
 # are not widgets (linked or optional), a title bar, a row per slot and per widget; the editor holds its canvas.
 SLOT_INPUTS = {"DragonDiffusion_GuidanceSetup": 6, "DragonDiffusion_MaskPointEditor": 3, "DragonDiffusion_Sampler": 5,
                "DragonDiffusion_DDIMInvert": 3, "DragonDiffusion_Landmarks": 3}
-WIDTH = {"DragonDiffusion_MaskPointEditor": 460, "DragonDiffusion_Landmarks": 460, "DragonDiffusion_GuidanceSetup": 380,
+# (wide enough for each node's title beside the pack's badge in Nodes 2.0's title bar, web/js/dragon_nodes.js)
+WIDTH = {"DragonDiffusion_MaskPointEditor": 460, "DragonDiffusion_Landmarks": 460, "DragonDiffusion_GuidanceSetup": 400,
+         "DragonDiffusion_CrossBranchAttention": 480, "DragonDiffusion_DDIMInvert": 360, "DragonDiffusion_Sampler": 340,
          "CLIPTextEncode": 380, "LoadImage": 340, "SaveImage": 360}
 EXTRA_HEIGHT = {"DragonDiffusion_MaskPointEditor": 420, "LoadImage": 300, "SaveImage": 280, "CLIPTextEncode": 90,
                 "DragonDiffusion_Landmarks": 520}  # its two point lists and the editor's canvas

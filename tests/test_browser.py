@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -664,6 +665,94 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode_in_the_nodes_2_rendere
         assert "vacated_noise" not in paste
         folded = shown(advanced=False)
         assert "centred_features" not in folded and "offset_x" in folded
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"])
+def test_guidance_setup_folds_advanced_inputs_from_the_node_and_reads_auto_off_in_place(page, renderer):
+    """On the node itself (no context menu): a control shows and hides the advanced inputs, in either renderer
+    (the pack's button; on frontends that draw their own "Show advanced inputs" in Nodes 2.0, that one). -1 reads
+    "auto" and anchor_end 0 reads "off" in the value's place: on the same row as the input's name in Nodes 2.0
+    (on 1.58 a word appended to the row wrapped to a line of its own)."""
+    pg = page
+    vue = renderer == "nodes2"
+    pg.evaluate("async (v) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", vue)
+    try:
+        nid = pg.evaluate("""() => { app.graph.clear(); const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
+                                     n.pos = [100, 100]; app.graph.add(n); app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0];
+                                     app.canvas.setDirty(true, true); return n.id; }""")
+        advanced = f"() => !!app.graph.getNodeById({nid}).showAdvanced"
+        if vue:
+            node = pg.locator(f'.lg-node[data-node-id="{nid}"]')
+            node.wait_for(timeout=30_000)
+            pg.wait_for_timeout(500)
+            toggle = node.get_by_text(re.compile(r"show advanced inputs", re.I)).locator("visible=true").first
+            toggle.click()
+            pg.wait_for_function(advanced, timeout=10_000)
+            pg.wait_for_timeout(400)
+            assert "w_content" in node.inner_text() and "anchor_end" in node.inner_text()
+            words = pg.evaluate("""(id) => { const el = document.querySelector(`.lg-node[data-node-id="${id}"]`);
+                const out = {};
+                for (const name of ["energy_scale", "anchor_end", "offset_x"]) {
+                  const box = el.querySelector(`[aria-label="${name}"]`);
+                  const row = box.closest(".lg-node-widget");
+                  const label = Array.from(row.querySelectorAll("*")).find(e => e.children.length === 0 && e.textContent.trim() === name);
+                  const tag = row.querySelector(".dragon-sentinel");
+                  const shown = tag && tag.style.display !== "none" ? tag.textContent : null;
+                  const lb = label.getBoundingClientRect(), tb = (tag || box).getBoundingClientRect();
+                  out[name] = {shown, sameRow: Math.abs((lb.top + lb.bottom) / 2 - (tb.top + tb.bottom) / 2) < 6};
+                }
+                return out; }""", nid)
+            assert words["energy_scale"] == {"shown": "auto", "sameRow": True}, words
+            assert words["anchor_end"] == {"shown": "off", "sameRow": True}, words
+            assert words["offset_x"]["shown"] is None, words
+            # (the taller node reaches below the window now: a click from the page's script, on the same control)
+            node.get_by_text(re.compile(r"hide advanced inputs", re.I)).locator("visible=true").first.evaluate(
+                "e => e.click()")
+        else:
+            where = f"""() => {{ const n = app.graph.getNodeById({nid});
+                const w = n.widgets.find(w => w.name === "dragon_advanced");
+                const [x, y] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, n.pos[1] + w.last_y + 10]);
+                const r = app.canvas.canvas.getBoundingClientRect();
+                return {{x: r.left + x, y: r.top + y, label: w.label}}; }}"""
+            box = pg.evaluate(where)
+            assert re.fullmatch(r"Show advanced inputs \(13\)", box["label"]), box
+            pg.mouse.click(box["x"], box["y"])
+            pg.wait_for_function(advanced, timeout=10_000)
+            shown = pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+                const d = (name) => n.widgets.find(w => w.name === name)._displayValue;
+                return {{visible: n.widgets.filter(w => n.isWidgetVisible(w)).map(w => w.name),
+                        label: n.widgets.find(w => w.name === "dragon_advanced").label,
+                        energy: d("energy_scale"), anchor: d("anchor_end")}}; }}""")
+            assert "w_content" in shown["visible"] and "anchor_end" in shown["visible"], shown
+            assert shown["label"] == "Hide advanced inputs (13)" and shown["energy"] == "auto" and shown["anchor"] == "off"
+            pg.wait_for_timeout(300)  # the node grew: the button is lower now
+            box = pg.evaluate(where)
+            pg.mouse.click(box["x"], box["y"])
+        pg.wait_for_function(f"() => !app.graph.getNodeById({nid}).showAdvanced", timeout=10_000)
+        sent = pg.evaluate(f"async () => (await app.graphToPrompt()).output[String({nid})].inputs")
+        assert "dragon_advanced" not in sent and sent["anchor_end"] == 0, sent  # the button is not an input
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
+def test_node_titles_are_not_cut_by_the_pack_badge_in_nodes_2(page):
+    """Nodes 2.0 (1.32) draws the pack's badge in the title bar and truncated titles beside it ("Dragon Sa..."):
+    in every template opened in Nodes 2.0, no title of the pack's nodes is cut."""
+    pg = page
+    pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
+    try:
+        for k, path in enumerate(sorted((REPO / "workflows").glob("*.json"))):
+            pg.evaluate(_TEMPLATE_RECTS, [json.loads(path.read_text()), f"titles {k} {path.stem}"])
+            cut = pg.evaluate("""() => app.graph._nodes.filter(n => n.type.startsWith("DragonDiffusion_")).map(n => {
+                const el = document.querySelector(`.lg-node[data-node-id="${n.id}"]`);
+                const t = el && Array.from(el.querySelectorAll("*")).find(e => e.children.length === 0 && e.textContent.trim() === n.title);
+                if (!t) return [n.title, "no title element"];
+                let cut = 0;  // the title's text or a box around it (the title bar's "truncate" box) wider inside than shown
+                for (let e = t, k = 0; e && k < 4; e = e.parentElement, k++) cut = Math.max(cut, e.scrollWidth - e.clientWidth);
+                return [n.title, cut]; })""")
+            assert all(c[1] == 0 for c in cut), (path.name, cut)  # e.g. ['Dragon Sampler', 78]: 78 px of it not shown
     finally:
         pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
 

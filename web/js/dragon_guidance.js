@@ -2,8 +2,8 @@
 //
 // The backend takes every input in every mode (a graph whose mode is switched must keep running, and API
 // prompts send them all); this only changes what the node shows. Hidden widgets keep their values and are
-// still sent. Expert options are "advanced" widgets: the node's context menu shows or hides them
-// ("Show Advanced"), as for ComfyUI's own nodes; the same in the classic and the Nodes 2.0 renderer.
+// still sent. Expert options are "advanced" widgets: a button on the node (and the node's context menu, "Show
+// Advanced", as for ComfyUI's own nodes) shows or hides them; the same in the classic and the Nodes 2.0 renderer.
 import { app } from "../../../scripts/app.js";
 
 const NODE_TYPE = "DragonDiffusion_GuidanceSetup";
@@ -33,14 +33,16 @@ export const ADVANCED = new Set([
   "centred_features",
 ]);
 
-// -1 means "the mode's default" or "off" for these inputs: say so instead of showing -1
+// These values mean "the mode's default" or "off": say so instead of showing the number ([value, word])
 export const SENTINEL = {
-  energy_scale: "auto", w_edit: "auto", w_content: "auto", w_contrast: "auto", w_inpaint: "auto",
-  sde_strength: "auto", vacated_noise: "auto", keep_background: "off", vacated_trend: "off",
+  energy_scale: [-1, "auto"], w_edit: [-1, "auto"], w_content: [-1, "auto"], w_contrast: [-1, "auto"],
+  w_inpaint: [-1, "auto"], sde_strength: [-1, "auto"], vacated_noise: [-1, "auto"], keep_background: [-1, "off"],
+  vacated_trend: [-1, "off"], anchor_end: [0, "off"],
 };
+const sentinelWord = (w) => (SENTINEL[w.name] && Number(w.value) === SENTINEL[w.name][0] ? SENTINEL[w.name][1] : "");
 
 function labelSentinel(w) {
-  const word = SENTINEL[w.name];
+  const word = SENTINEL[w.name]?.[1];
   if (!word || w.dragonSentinel) return;
   // the classic renderer draws a number widget's _displayValue (the widget objects are its NumberWidgets)
   const proto = Object.getPrototypeOf(w);
@@ -49,7 +51,7 @@ function labelSentinel(w) {
   Object.defineProperty(w, "_displayValue", {
     configurable: true,
     get() {
-      if (Number(this.value) === -1 && !this.computedDisabled) return word;
+      if (Number(this.value) === SENTINEL[this.name][0] && !this.computedDisabled) return word;
       return own?.get ? own.get.call(this) : String(this.value);
     },
   });
@@ -81,6 +83,7 @@ function applyMode(node) {
       w.dragonGuidanceSize = true;
     }
   }
+  syncAdvancedButton(node);
   const need = node.computeSize();
   node.setSize([Math.max(node.size[0], need[0]), need[1]]);
   node.setDirtyCanvas?.(true, true);
@@ -101,24 +104,98 @@ function syncRows(node) {
     if (!w) continue;
     const display = shows(node, w, mode) ? "" : "none";
     if (row.style.display !== display) row.style.display = display;
-    if (SENTINEL[name]) {
-      // the Nodes 2.0 number box shows -1: a word beside it says what that means
-      let tag = row.querySelector(".dragon-sentinel");
-      if (!tag) {
-        tag = document.createElement("span");
-        tag.className = "dragon-sentinel";
-        tag.style.cssText = "align-self:center; margin-left:4px; font-size:11px; opacity:0.75; white-space:nowrap;";
-        row.appendChild(tag);
-      }
-      const text = Number(w.value) === -1 ? SENTINEL[name] : "";
-      if (tag.textContent !== text) tag.textContent = text;
-    }
+    if (SENTINEL[name]) sentinelOverlay(row, w);
   }
+  syncAdvancedButton(node);
+  vueAdvancedButton(node, el);
   if (!node.dragonRows || node.dragonRows.el !== el) {
     node.dragonRows?.observer.disconnect();
     const observer = new MutationObserver(() => syncRows(node));
     observer.observe(el, { childList: true, subtree: true });
     node.dragonRows = { el, observer };
+  }
+}
+
+// Nodes 2.0 shows the number itself: the word ("auto", "off") takes the number's place in its box, as the classic
+// renderer draws it in place of the value, while the box is not being edited: the number's text is made
+// transparent and the word laid over the same spot (the box's -/+ buttons stay as they are). Inside the box's own
+// element: a row of Nodes 2.0 1.58 is a CSS grid, and anything appended to the row became a cell on a new line.
+function sentinelOverlay(row, w) {
+  // the number's own text field: the labelled element itself (1.32) or the one inside the labelled box (1.58)
+  const box = row.querySelector("[aria-label]");
+  const input = box && (box.tagName === "INPUT" ? box : box.querySelector("input") || box);
+  const host = input?.parentElement;
+  if (!input || !host) return;
+  let tag = host.querySelector(":scope > .dragon-sentinel");
+  if (!tag) {
+    tag = document.createElement("span");
+    tag.className = "dragon-sentinel";
+    tag.style.cssText = "position:absolute; pointer-events:none; display:flex; align-items:center; overflow:hidden;" +
+      "white-space:nowrap; box-sizing:border-box; background:transparent;";
+    if (getComputedStyle(host).position === "static") host.style.position = "relative";
+    input.after(tag);
+    const refresh = () => sentinelOverlay(row, w);
+    input.addEventListener("focus", refresh);
+    input.addEventListener("blur", refresh);
+  }
+  const text = document.activeElement === input ? "" : sentinelWord(w);
+  if (tag.textContent !== text) tag.textContent = text;
+  tag.style.display = text ? "flex" : "none";
+  const hideNumber = text ? "transparent" : "";
+  if (input.style.color !== hideNumber) input.style.color = hideNumber;
+  if (!text) return;
+  const cs = getComputedStyle(input);
+  Object.assign(tag.style, {
+    left: `${input.offsetLeft}px`, top: `${input.offsetTop}px`, width: `${input.offsetWidth}px`,
+    height: `${input.offsetHeight}px`, color: getComputedStyle(host).color, font: cs.font,
+    paddingLeft: cs.paddingLeft, paddingRight: cs.paddingRight,
+    justifyContent: cs.textAlign === "center" ? "center" : cs.textAlign === "right" ? "flex-end" : "flex-start",
+  });
+}
+
+// A button on the node itself shows or hides the advanced inputs (the context menu's Show/Hide Advanced is easy
+// to miss), in either renderer; not sent to the backend, not saved as a value.
+const ADVANCED_BUTTON = "dragon_advanced";
+
+function advancedCount(node) {
+  const mode = node.widgets?.find((w) => w.name === "mode")?.value;
+  return (node.widgets || []).filter((w) => ADVANCED.has(w.name) && !(APPLIES[w.name] && !APPLIES[w.name].includes(mode))).length;
+}
+
+function syncAdvancedButton(node) {
+  const btn = node.widgets?.find((w) => w.name === ADVANCED_BUTTON);
+  if (!btn) return;
+  const label = `${node.showAdvanced ? "Hide" : "Show"} advanced inputs (${advancedCount(node)})`;
+  if (btn.label !== label) {
+    btn.label = label;
+    btn.value = label;
+    node.setDirtyCanvas?.(true, true);
+  }
+}
+
+// Nodes 2.0 draws a button widget with its name and keeps the text it first read: the label is set on the element.
+// A frontend that draws its own "Show advanced inputs" on the node (1.49 and later) gets no second one.
+const OUR_BUTTON = /^(dragon_advanced|(Show|Hide) advanced inputs \(\d+\))$/;
+
+function vueAdvancedButton(node, el) {
+  const btn = node.widgets?.find((w) => w.name === ADVANCED_BUTTON);
+  const ours = Array.from(el.querySelectorAll("button")).find(
+    (b) => b.dataset.dragonAdvanced || OUR_BUTTON.test((b.textContent || "").trim()));
+  if (!btn || !ours) return;
+  ours.dataset.dragonAdvanced = "1";
+  if (ours.textContent.trim() !== btn.label) ours.textContent = btn.label;
+  const native = Array.from(el.querySelectorAll("*")).some(
+    (e) => !ours.contains(e) && e.children.length === 0 && /advanced inputs/i.test(e.textContent || ""));
+  const row = ours.closest(".lg-node-widget") || ours;
+  const display = native ? "none" : "";
+  if (row.style.display !== display) row.style.display = display;
+}
+
+function toggleAdvanced(node) {
+  if (typeof node.toggleAdvanced === "function") node.toggleAdvanced();
+  else {
+    node.showAdvanced = !node.showAdvanced;
+    applyMode(node);
   }
 }
 
@@ -138,6 +215,12 @@ app.registerExtension({
           applyMode(node);
           return out;
         };
+      }
+      if (!this.widgets?.some((w) => w.name === ADVANCED_BUTTON)) {
+        const node = this;
+        const btn = this.addWidget("button", ADVANCED_BUTTON, "Show advanced inputs", () => toggleAdvanced(node),
+          { serialize: false });
+        btn.serialize = false; // last of the widgets: the saved values of the others keep their places
       }
       applyMode(this);
       return r;
