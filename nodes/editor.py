@@ -279,12 +279,11 @@ def compose(base: torch.Tensor | None, layer, height: int, width: int) -> torch.
 
 def _fit(input_name: str, m: torch.Tensor | None, w: int, h: int, notes: list[str]) -> torch.Tensor | None:
     """The upstream mask if it matches the image. Load Image's placeholder for a picture without alpha (64x64
-    zeros) counts as no mask, with a note; any other size mismatch is an error."""
+    zeros) is no mask, silently: it is what every ordinary photo gives, nothing to warn about. Any other size
+    mismatch is an error."""
     if m is None or tuple(m.shape) == (h, w):
         return m
     if tuple(m.shape) == LOAD_IMAGE_NO_MASK and float(m.max()) == 0.0:
-        notes.append(f"The {input_name} input is an empty {m.shape[1]}x{m.shape[0]} mask (Load Image gives one for a "
-                     f"picture without alpha); it is ignored.")
         return None
     raise DragonInputError(NODE, input_name, f"is {m.shape[1]}x{m.shape[0]} but the image is {w}x{h}.",
                            "Paint the mask on this image or resize it to match.")

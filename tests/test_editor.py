@@ -245,10 +245,11 @@ def test_old_inputs_still_work(ed):
 
 
 def test_load_images_empty_placeholder_mask_counts_as_none_other_mismatches_are_errors(ed, errors):
-    """Load Image gives a 64x64 zero mask for a picture without alpha: that is 'no mask', said in a note."""
+    """Load Image gives a 64x64 zero mask for a picture without alpha: that is 'no mask', without a warning (every
+    ordinary photo gives it)."""
     out = _run(ed, "[]", mask=torch.zeros(1, 64, 64))
     assert out.args[0].shape == (1, H, W) and out.args[0].sum() == 0
-    assert any("empty 64x64 mask" in n for n in out.ui["dragon_editor"][0]["notes"])
+    assert out.ui["dragon_editor"][0]["notes"] == []
     with pytest.raises(errors.DragonInputError, match="'mask': is 64x64 but the image is 48x32"):
         _run(ed, "[]", mask=torch.ones(1, 64, 64))
     with pytest.raises(errors.DragonInputError, match="'mask': is 16x16 but the image is 48x32"):
@@ -391,3 +392,13 @@ def test_a_failed_canvas_picture_write_raises_its_own_error(ed, monkeypatch):
     monkeypatch.setattr(ui.ImageSaveHelper, "save_images", staticmethod(failing))
     with pytest.raises(OSError, match="disk full"):
         _run(ed, "[]")
+
+
+def test_points_from_kjnodes_points_editor_are_taken_as_handle_target_pairs(ed):
+    """KJNodes' Points Editor (SAM/Wan users have theirs) writes its points as a JSON list of {"x", "y"} objects,
+    indented, with float or int coordinates; connected to this node's `points` input they are read as the
+    editor's own points: alternate handle, target."""
+    kj = json.dumps([{"x": 10, "y": 12.5}, {"x": 30.25, "y": 20}, {"x": 5, "y": 5}, {"x": 9, "y": 7}], indent=4)
+    out = _run(ed, kj)
+    pairs = out.args[1].pairs
+    assert [(p.handle, p.target) for p in pairs] == [((10, 12.5), (30.25, 20)), ((5, 5), (9, 7))]
