@@ -131,6 +131,14 @@ def build_spec(mode, object_mask=None, points: DragPoints | None = None, referen
                 raise DragonInputError(NODE, "points", "gives the move as a point pair, and offset_x/offset_y give it too.",
                                        "Set offset_x and offset_y to 0, or remove the points.")
             offset = (pairs[0].target[0] - pairs[0].handle[0], pairs[0].target[1] - pairs[0].handle[1])
+        if offset == (0.0, 0.0) and scale == 1.0:
+            # nothing to do: the whole inversion and edit would run to give the image back
+            what = "where the object goes" if mode == "move" else "a scale other than 1 (or where the object goes)"
+            raise DragonInputError(NODE, "points" if mode == "move" else "scale",
+                                   f"{mode} has no handle->target pair, offset_x and offset_y are 0 and scale is 1: "
+                                   f"it needs {what}.",
+                                   "In the Dragon Mask/Point Editor click the object, then the place it should go; or "
+                                   "set offset_x/offset_y" + (" or scale." if mode == "resize" else "."))
         if mode == "move" and scale != 1.0:
             log.info("Dragon Guidance Setup: move with scale %.3g resizes the object as well.", scale)
     elif mode in ("remove", "appearance"):

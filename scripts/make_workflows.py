@@ -273,6 +273,14 @@ def toy_graph() -> list:
     ]
 
 
+def unclicked(nodes: list) -> list:
+    """The templates open with no point pair in the editor: a user's photo has its object elsewhere (and another
+    size), so a preset pair pointed at nothing; the editor's start hint asks for the clicks instead, and queueing
+    without them is refused before anything runs. The API files keep the pair, so they run as they are."""
+    return [(nid, ctype, [(k, "[]" if (ctype == "DragonDiffusion_MaskPointEditor" and k == "points") else v)
+                          for k, v in widgets], links) for nid, ctype, widgets, links in nodes]
+
+
 def render() -> dict[str, str]:
     """{path relative to the repository: text} of every workflow file."""
     files = {}
@@ -281,7 +289,7 @@ def render() -> dict[str, str]:
         mode, points, setup, prompt = EXAMPLES[name]
         nodes = graph(mode, points, setup, prompt, family, landmarks=(FACE_SRC, FACE_DST))
         fname = name if family == "sd15" else f"{name}_sdxl"
-        files[f"workflows/{title(name, family)}.json"] = json.dumps(ui_format(nodes), indent=1) + "\n"
+        files[f"workflows/{title(name, family)}.json"] = json.dumps(ui_format(unclicked(nodes)), indent=1) + "\n"
         files[f"workflows/api/{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
     toy = toy_graph()
     files["toy/dragon_toy/workflows/Toy demo - move the painted object.json"] = json.dumps(ui_format(toy), indent=1) + "\n"

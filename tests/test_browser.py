@@ -757,6 +757,83 @@ def test_node_titles_are_not_cut_by_the_pack_badge_in_nodes_2(page):
         pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
 
 
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"])
+def test_the_editor_previews_a_move_before_any_run(page, server, renderer):
+    """Before anything runs, the editor draws the painted object see-through where the move puts it (the point
+    pair's shift, the Setup's scale about the object's box centre) and follows the points and the Setup's scale."""
+    pg = page
+    _test_image(server.input_dir / "dragon_ghost.png", W, H, box=(16, 16, 48, 48))  # Load Image's mask: this box
+    vue = renderer == "nodes2"
+    pg.evaluate("async (v) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", vue)
+    try:
+        nid = _picture_into(pg, "dragon_ghost.png", "DragonDiffusion_MaskPointEditor", [480, 560])
+        pg.evaluate("""(id) => { const g = app.graph, ed = g.getNodeById(Number(id));
+            const li = g._nodes.find(n => n.type === "LoadImage"); li.connect(1, ed, 1);
+            const gs = LiteGraph.createNode("DragonDiffusion_GuidanceSetup"); gs.pos = [900, 0]; g.add(gs);
+            ed.connect(1, gs, gs.inputs.findIndex(i => i.name === "points")); }""", nid)
+        _wait(pg, nid, lambda s: s["W"] == W and s["upstream"] == [W, H], "the picture and its mask")
+
+        def shown_at(points, scale=1.0):
+            pg.evaluate("""([id, pts, scale]) => { const g = app.graph, ed = g.getNodeById(Number(id));
+                ed.widgets.find(w => w.name === "points").value = JSON.stringify(pts);
+                const gs = g._nodes.find(n => n.type === "DragonDiffusion_GuidanceSetup");
+                gs.widgets.find(w => w.name === "scale").value = scale; }""", [nid, points, scale])
+            pg.wait_for_timeout(600)  # the editor polls its widgets and the Setup's, then redraws
+            return pg.evaluate("""(id) => { const e = app.graph.getNodeById(Number(id)).dragonEditor;
+                const c = e.canvas, k = c.width / e.W, out = {};
+                for (const [x, y] of [[88, 52], [70, 30], [100, 30], [98, 60]])
+                  out[`${x},${y}`] = Array.from(c.getContext("2d").getImageData(Math.floor((x + 0.5) * k),
+                                                                              Math.floor((y + 0.5) * k), 1, 1).data).slice(0, 3);
+                return out; }""", nid)
+
+        def img(x, y):  # the test picture's colour at (x, y)
+            return np.array([x * 255 // (W - 1), y * 255 // (H - 1), ((x + y) % 64) * 4], float)
+
+        plain = shown_at([])
+        moved = shown_at([{"x": 32, "y": 32}, {"x": 80, "y": 40}])  # the object's centre (32, 32) to (80, 40)
+        a = 0.55
+        for x, y in ((88, 52), (70, 30)):  # inside the moved box, off the arrow: the object's pixel 48 left, 8 up
+            want = a * img(x - 48, y - 8) + (1 - a) * np.array(plain[f"{x},{y}"])
+            assert np.abs(np.array(moved[f"{x},{y}"]) - want).max() <= 12, (x, y, moved, want)
+        assert moved["100,30"] == plain["100,30"]  # outside the moved box (it ends at x 96): unchanged
+        grown = shown_at([{"x": 32, "y": 32}, {"x": 80, "y": 40}], scale=1.5)  # the box now reaches x 104
+        want = a * img(32 + round((100 - 80) / 1.5), 32 + round((30 - 40) / 1.5)) + (1 - a) * np.array(plain["100,30"])
+        assert np.abs(np.array(grown["100,30"]) - want).max() <= 16, (grown, want)
+        assert not pg.dragon_errors, pg.dragon_errors
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
+def test_a_move_with_nowhere_to_go_is_refused_on_queue_before_anything_runs(page):
+    """The templates open with no point pair (the hint asks for the clicks); queueing the move template without
+    them would have run the whole inversion before Guidance Setup refused. Queue now stops in the page with a
+    message, nothing is sent; with a pair clicked the prompt is sent."""
+    pg = page
+    wf = json.loads((REPO / "workflows" / "DragonDiffusion - move an object (SD1.5).json").read_text())
+    res = pg.evaluate("""async (wf) => {
+        await app.loadGraphData(wf, true, true, "queue refusal");
+        const sent = [];
+        const api = window.comfyAPI?.api?.api ?? app.api;
+        const fetchApi = api.fetchApi.bind(api);
+        api.fetchApi = (route, opts) => { if (route === "/prompt" && opts?.method === "POST") sent.push(route);
+                                          return fetchApi(route, opts); };
+        window.dragonQueueRefusal = null;
+        try { await app.queuePrompt(0, 1); } catch (e) { /* the refusal stops the queue */ }
+        const refused = window.dragonQueueRefusal, sentBefore = sent.length;
+        const editor = app.graph._nodes.find(n => n.type === "DragonDiffusion_MaskPointEditor");
+        editor.widgets.find(w => w.name === "points").value = JSON.stringify([{x: 10, y: 10}, {x: 40, y: 12}]);
+        window.dragonQueueRefusal = null;
+        try { await app.queuePrompt(0, 1); } catch (e) {}
+        api.fetchApi = fetchApi;
+        return {refused, sentBefore, refusedAfter: window.dragonQueueRefusal, sentAfter: sent.length,
+                pointsShipped: JSON.parse(wf.nodes.find(n => n.type === "DragonDiffusion_MaskPointEditor").widgets_values[0])};
+    }""", wf)
+    assert res["pointsShipped"] == [], res  # the template ships no preset pair
+    assert res["refused"] and "no handle->target pair" in res["refused"] and "click the object" in res["refused"], res
+    assert res["sentBefore"] == 0, res
+    assert res["refusedAfter"] is None and res["sentAfter"] == 1, res
+
+
 def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
     """Dragon Landmarks reuses the editor's canvas for its two lists: clicks alternate source and target and are
     written to the labelled source_points / target_points boxes (which stay visible, for a detector's output),

@@ -927,7 +927,10 @@ class DragonEditor {
         this.redraw();
       }
     }
-    const look = `${this.w("mask_color")?.value}|${this.w("mask_opacity")?.value}`;
+    const setup = this.downstreamSetup();
+    const sv = (n) => setup?.widgets?.find((w) => w.name === n)?.value;
+    const look = `${this.w("mask_color")?.value}|${this.w("mask_opacity")?.value}|${sv("mode")}|${sv("offset_x")}|` +
+      `${sv("offset_y")}|${sv("scale")}`;
     if (look !== this.look) {
       this.look = look;
       this.redraw();
@@ -1010,6 +1013,7 @@ class DragonEditor {
       if (lay.w === this.W && lay.h === this.H) ctx.drawImage(lay.composite(tints[key]), 0, 0, c.width, c.height);
     }
     ctx.restore();
+    this.drawGhost(ctx, k);
     const dpr = window.devicePixelRatio || 1;
     const u = (c.width / Math.max(1, c.getBoundingClientRect().width)) || dpr; // canvas px per screen px
     const r = 5 * u;
@@ -1076,6 +1080,69 @@ class DragonEditor {
     }
   }
 
+  // The Dragon Guidance Setup this editor's points go to (straight link), or null.
+  downstreamSetup() {
+    const slot = this.node.outputs?.findIndex((o) => o.name === "points") ?? -1;
+    const graph = this.node.graph;
+    for (const id of (slot >= 0 && this.node.outputs[slot].links) || []) {
+      const link = graph?.getLink?.(id) ?? graph?.links?.[id] ?? graph?.links?.get?.(id);
+      const n = link && graph.getNodeById(link.target_id);
+      if (n?.type === "DragonDiffusion_GuidanceSetup") return n;
+    }
+    return null;
+  }
+
+  // The edit before any run, with no model call: for move/resize, the painted object drawn see-through where it
+  // will go (moved by the point pair or the Setup's offset, scaled by its scale about the object's box centre, as
+  // the backend places it); drag shows its arrows. The mode, offset and scale come from the Dragon Guidance Setup
+  // this editor feeds (move when none is linked).
+  drawGhost(ctx, k) {
+    if (!this.cfg.brush || !this.image) return;
+    const setup = this.downstreamSetup();
+    const v = (n) => setup?.widgets?.find((w) => w.name === n)?.value;
+    const mode = setup ? v("mode") : "move";
+    if (mode !== "move" && mode !== "resize") return;
+    const lay = this.layers.mask;
+    if (lay.w !== this.W || lay.h !== this.H) return;
+    let dx = Number(v("offset_x")) || 0;
+    let dy = Number(v("offset_y")) || 0;
+    const scale = setup ? Number(v("scale")) || 1 : 1;
+    if (this.points.length >= 2 && !dx && !dy) {
+      dx = this.points[1][0] - this.points[0][0];
+      dy = this.points[1][1] - this.points[0][1];
+    }
+    if (!dx && !dy && scale === 1) return;
+    const mask = lay.composite([255, 255, 255]); // alpha = the object as shown
+    const box = maskBox(mask, this.W, this.H);
+    if (!box) return;
+    this.ghost ??= canvas2d(1, 1);
+    const g = this.ghost;
+    if (g.width !== this.W || g.height !== this.H) {
+      g.width = this.W;
+      g.height = this.H;
+    }
+    const gc = g.getContext("2d");
+    gc.clearRect(0, 0, g.width, g.height);
+    gc.drawImage(this.image, 0, 0, this.W, this.H);
+    gc.globalCompositeOperation = "destination-in";
+    gc.drawImage(mask, 0, 0, this.W, this.H);
+    gc.globalCompositeOperation = "source-over";
+    const cx = (box.x0 + box.x1 + 1) / 2;
+    const cy = (box.y0 + box.y1 + 1) / 2;
+    ctx.save();
+    ctx.globalAlpha = GHOST_ALPHA;
+    ctx.translate((cx + dx) * k, (cy + dy) * k);
+    ctx.scale(scale, scale);
+    ctx.translate(-cx * k, -cy * k);
+    ctx.drawImage(g, 0, 0, this.W * k, this.H * k);
+    ctx.globalAlpha = 1;
+    ctx.setLineDash([4, 3]);
+    ctx.strokeStyle = "#ffe640";
+    ctx.lineWidth = 1.5 / scale;
+    ctx.strokeRect(box.x0 * k, box.y0 * k, (box.x1 - box.x0 + 1) * k, (box.y1 - box.y0 + 1) * k);
+    ctx.restore();
+  }
+
   // What to do first, shown over the canvas until there is something on it.
   startHint() {
     if (!this.W) return "Connect a Load Image (or run the graph) to show the picture here.";
@@ -1093,6 +1160,34 @@ class DragonEditor {
     clearInterval(this.timer);
     window.removeEventListener("keydown", this.onKey, true);
   }
+}
+
+const GHOST_ALPHA = 0.55; // the edit preview's object: see-through, so what it will cover stays visible
+
+// Bounding box {x0, y0, x1, y1} (image pixels, inclusive) of a mask canvas's opaque part, read on a copy of at most
+// 256 px a side (cheap on every redraw); null when empty.
+function maskBox(mask, W, H) {
+  const f = Math.min(1, 256 / Math.max(W, H));
+  const w = Math.max(1, Math.round(W * f));
+  const h = Math.max(1, Math.round(H * f));
+  const c = canvas2d(w, h);
+  const ctx = c.getContext("2d");
+  ctx.drawImage(mask, 0, 0, w, h);
+  const d = ctx.getImageData(0, 0, w, h).data;
+  let x0 = w, y0 = h, x1 = -1, y1 = -1;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (d[(y * w + x) * 4 + 3] > 127) {
+        if (x < x0) x0 = x;
+        if (x > x1) x1 = x;
+        if (y < y0) y0 = y;
+        if (y > y1) y1 = y;
+      }
+    }
+  }
+  if (x1 < 0) return null;
+  return { x0: Math.floor(x0 / f), y0: Math.floor(y0 / f), x1: Math.min(W - 1, Math.ceil((x1 + 1) / f) - 1),
+    y1: Math.min(H - 1, Math.ceil((y1 + 1) / f) - 1) };
 }
 
 // Hand a wheel or middle-button event to the graph canvas (zoom and pan over the editor as anywhere else).

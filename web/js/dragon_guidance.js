@@ -199,6 +199,35 @@ function toggleAdvanced(node) {
   }
 }
 
+// move/resize with nothing to do (no handle->target pair, offsets 0, scale 1) is refused when the workflow is
+// queued, before the server spends the inversion on it: the backend refuses it too, but only when Guidance Setup
+// runs, which can be after Dragon DDIM Invert. Only what the page can see is judged: points linked straight from a
+// Dragon Mask/Point Editor (its own points) or not linked at all; anything else is left to the backend.
+export function nothingToMove(node) {
+  if (node.mode !== undefined && node.mode !== 0) return null; // muted or bypassed: not run
+  const v = (name) => node.widgets?.find((w) => w.name === name)?.value;
+  const mode = v("mode");
+  if (mode !== "move" && mode !== "resize") return null;
+  if (Number(v("offset_x")) || Number(v("offset_y")) || Number(v("scale")) !== 1) return null;
+  const slot = node.inputs?.findIndex((i) => i.name === "points") ?? -1;
+  const linked = slot >= 0 && (typeof node.isInputConnected === "function" ? node.isInputConnected(slot)
+    : node.inputs[slot].link != null);
+  if (linked) {
+    const src = node.getInputNode?.(slot);
+    if (src?.type !== "DragonDiffusion_MaskPointEditor") return null;
+    let pts = [];
+    try {
+      pts = JSON.parse(src.widgets?.find((w) => w.name === "points")?.value || "[]");
+    } catch {
+      return null; // the editor's own refusal says what is wrong with its text
+    }
+    if (Array.isArray(pts) && pts.length >= 2) return null;
+  }
+  return `Dragon Guidance Setup (${mode}) has nowhere to put the object: no handle->target pair, offset_x and ` +
+    `offset_y are 0${mode === "resize" ? " and scale is 1" : ""}. In the Dragon Mask/Point Editor click the ` +
+    `object, then the place it should go; or set offset_x/offset_y${mode === "resize" ? " or scale" : ""}.`;
+}
+
 app.registerExtension({
   name: "DragonDiffusion.GuidanceSetup",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -210,6 +239,14 @@ app.registerExtension({
       if (modeWidget) {
         const cb = modeWidget.callback;
         const node = this;
+        // called for every widget just before the workflow is turned into a prompt (Queue)
+        modeWidget.beforeQueued = () => {
+          const problem = nothingToMove(node);
+          if (!problem) return;
+          window.dragonQueueRefusal = problem;
+          app.extensionManager?.toast?.add?.({ severity: "error", summary: "Not queued", detail: problem, life: 10000 });
+          throw new Error(problem); // stops this queue: nothing is sent to the server
+        };
         modeWidget.callback = function () {
           const out = cb?.apply(this, arguments);
           applyMode(node);
