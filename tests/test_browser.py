@@ -815,8 +815,14 @@ def test_a_move_with_nowhere_to_go_is_refused_on_queue_before_anything_runs(page
         const sent = [];
         const api = window.comfyAPI?.api?.api ?? app.api;
         const fetchApi = api.fetchApi.bind(api);
-        api.fetchApi = (route, opts) => { if (route === "/prompt" && opts?.method === "POST") sent.push(route);
-                                          return fetchApi(route, opts); };
+        // a queue that gets through is answered here (the template's checkpoint is not on this server)
+        api.fetchApi = (route, opts) => {
+          if (route === "/prompt" && opts?.method === "POST") {
+            sent.push(route);
+            return Promise.resolve(new Response(JSON.stringify({prompt_id: "dragon-test", number: 0, node_errors: {}}),
+                                                {status: 200, headers: {"Content-Type": "application/json"}}));
+          }
+          return fetchApi(route, opts); };
         window.dragonQueueRefusal = null;
         try { await app.queuePrompt(0, 1); } catch (e) { /* the refusal stops the queue */ }
         const refused = window.dragonQueueRefusal, sentBefore = sent.length;
@@ -828,6 +834,7 @@ def test_a_move_with_nowhere_to_go_is_refused_on_queue_before_anything_runs(page
         return {refused, sentBefore, refusedAfter: window.dragonQueueRefusal, sentAfter: sent.length,
                 pointsShipped: JSON.parse(wf.nodes.find(n => n.type === "DragonDiffusion_MaskPointEditor").widgets_values[0])};
     }""", wf)
+    pg.evaluate("() => document.querySelectorAll('.p-dialog-close-button, .p-toast-close-button').forEach(b => b.click())")
     assert res["pointsShipped"] == [], res  # the template ships no preset pair
     assert res["refused"] and "no handle->target pair" in res["refused"] and "click the object" in res["refused"], res
     assert res["sentBefore"] == 0, res

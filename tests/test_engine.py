@@ -198,7 +198,7 @@ def test_sampler_bad_inputs_name_the_input(comfy, setup, case, match):
     elif case == "size":
         m = torch.zeros(1, 64, 64)
         m[:, 10:20, 10:20] = 1
-        spec = _spec(comfy, object_mask=m)
+        spec = _spec(comfy, object_mask=m, offset_x=8)
     elif case == "model":
         with torch.inference_mode():
             model = comfy.tiny.tiny_sd1(1)
@@ -231,7 +231,9 @@ def test_a_refusal_about_guidance_setup_s_input_found_by_the_sampler_names_the_s
     (dict(mode="move", object_mask=torch.zeros(1, H, W)), "'object_mask': is empty"),
     (dict(mode="move", object_mask=torch.ones(1, H, W)), "'object_mask': covers the whole image"),
     (dict(mode="move", guidance_start=0.7, guidance_end=0.6, object_mask="m"), "guidance_start/guidance_end"),
-    (dict(mode="move", energy_scale=-3.0, object_mask="m"), "'energy_scale'"),
+    (dict(mode="move", energy_scale=-3.0, object_mask="m", offset_x=8), "'energy_scale'"),
+    (dict(mode="move", object_mask="m"), "'points': move has no handle->target pair, offset_x and offset_y are 0"),
+    (dict(mode="resize", object_mask="m"), "'scale': resize has no handle->target pair"),
     (dict(mode="move", keep_background=-2, object_mask="m"), "'keep_background': must be -1 (off)"),
     (dict(mode="move", vacated_noise=1.5, object_mask="m"), "'vacated_noise': must be -1"),
     (dict(mode="move", vacated_noise=float("nan"), object_mask="m"), "'vacated_noise'"),

@@ -108,11 +108,13 @@ def test_unguided_dragon_sampling_is_the_official_ddim_loop(comfy, scene):
     model, cond, lat, inv = scene
     smp = comfy.module("nodes.sampler")
     gd = comfy.module("nodes.guidance")
-    mask = torch.zeros(64, 64)
-    mask[16:40, 16:40] = 1
     uncond = [[torch.zeros_like(cond[0][0]), dict(cond[0][1])]]
     with torch.inference_mode():
-        spec = gd.build_spec("move", object_mask=mask, offset_x=0, schedule="dragondiffusion", energy_scale=0.0)
+        # landmark: the one mode that starts from the inverted noise as it is (no noise copy), so with no energy,
+        # no SDE (dragondiffusion schedule) and no K/V patch the sampler is plain DDIM
+        sp = comfy.module("dragon_core.spec")
+        pts = sp.DragPoints(pairs=(sp.PointPair((20.0, 20.0), (28.0, 20.0)),), width=64, height=64)
+        spec = gd.build_spec("landmark", points=pts, schedule="dragondiffusion", energy_scale=0.0)
         out = smp.run_dragon(model, cond, uncond, inv, spec, STEPS, 4.0, 1)[0]
         z_t = inv.noise.double() * float(vp_scale(float(inv.sigmas[0])))
         want = official_sampling(model, z_t, cond[0][0], uncond[0][0], 4.0, STEPS)
