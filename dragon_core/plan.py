@@ -338,7 +338,7 @@ def _reference_of(spec: GuidanceSpec, h: int, w: int) -> Inversion:
 
 def _paste_plan(spec, h, w, gh, gw, device) -> EditPlan:
     inv2 = _reference_of(spec, h, w)
-    src_region = _nonempty(resize_mask(spec.reference_mask, gh, gw), "reference_mask", "the object to paste")
+    _nonempty(resize_mask(spec.reference_mask, gh, gw), "reference_mask", "the object to paste")
     warp = object_warp(spec, gh, gw, mask=spec.reference_mask)
     cur = warp.target
     other = ~cur

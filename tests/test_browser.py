@@ -155,7 +155,7 @@ def _state(pg, nid: str) -> dict:
       const c = e.canvas; const k = c.width / Math.max(1, e.W);
       const shown = (x, y) => Array.from(c.getContext("2d").getImageData(Math.floor((x + 0.5) * k),
                                                                            Math.floor((y + 0.5) * k), 1, 1).data).slice(0, 3);
-      return {W: e.W, H: e.H, points: e.points, painted, upstream: up, brush: e.brush, hint: e.hint.textContent,
+      return {W: e.W, H: e.H, points: e.points, painted, upstream: up, brush: e.brush, tool: e.tool, hint: e.hint.textContent,
               upBox: upAt(108, 14), upOut: upAt(2, 2), shownBox: e.W ? shown(108, 14) : null,
               shownOut: e.W ? shown(2, 2) : null,
               widgets: {points: v("points"), points_size: v("points_size"),
@@ -573,6 +573,20 @@ def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
     undo_redo_strokes("Control+y", one)
     assert len(_state(pg, ed)["points"]) == 3  # the points were not touched by the strokes' steps
 
+    # a typed brush size, a stroke, then Ctrl+Z at once: the stroke takes the keyboard from the size box, so the
+    # key undoes the stroke (not the typing); undo rebuilds the editor and keeps the tool and the brush size
+    size = pg.locator(".dragon-editor .dragon-size").first
+    size.fill("40")
+    size.press("Enter")
+    stroke(50.5)
+    wider = _wait(pg, ed, lambda s: s["painted"] > one, "the wide stroke")["painted"]
+    assert _state(pg, ed)["brush"] == 40
+    pg.keyboard.press("Control+z")
+    st = _wait(pg, ed, lambda s: s["painted"] == one, "the wide stroke undone by Ctrl+Z right after it")
+    assert st["tool"] == "mask" and st["brush"] == 40, (st["tool"], st["brush"], wider)
+    saved = pg.evaluate(f"() => app.graph.serialize().nodes.find(n => String(n.id) === '{ed}').properties")
+    assert saved.get("dragon_brush") == 40, saved  # the brush size goes with the workflow
+
 
 def test_the_editor_works_the_same_in_the_nodes_2_renderer(page, server):
     """Nodes 2.0 (the Vue renderer the frontend invites every user to switch to): the state widgets are hidden,
@@ -716,6 +730,8 @@ def test_guidance_setup_folds_advanced_inputs_from_the_node_and_reads_auto_off_i
                 const [x, y] = app.canvas.ds.convertOffsetToCanvas([n.pos[0] + n.size[0] / 2, n.pos[1] + w.last_y + 10]);
                 const r = app.canvas.canvas.getBoundingClientRect();
                 return {{x: r.left + x, y: r.top + y, label: w.label}}; }}"""
+            drawn = f"""() => Number.isFinite(app.graph.getNodeById({nid}).widgets.find(w => w.name === "dragon_advanced").last_y)"""
+            pg.wait_for_function(drawn, timeout=10_000)  # the canvas has drawn the node (its button has a place)
             box = pg.evaluate(where)
             assert re.fullmatch(r"Show advanced inputs \(13\)", box["label"]), box
             pg.mouse.click(box["x"], box["y"])
@@ -728,6 +744,7 @@ def test_guidance_setup_folds_advanced_inputs_from_the_node_and_reads_auto_off_i
             assert "w_content" in shown["visible"] and "anchor_end" in shown["visible"], shown
             assert shown["label"] == "Hide advanced inputs (13)" and shown["energy"] == "auto" and shown["anchor"] == "off"
             pg.wait_for_timeout(300)  # the node grew: the button is lower now
+            pg.wait_for_function(drawn, timeout=10_000)
             box = pg.evaluate(where)
             pg.mouse.click(box["x"], box["y"])
         pg.wait_for_function(f"() => !app.graph.getNodeById({nid}).showAdvanced", timeout=10_000)
@@ -802,6 +819,27 @@ def test_the_editor_previews_a_move_before_any_run(page, server, renderer):
         assert not pg.dragon_errors, pg.dragon_errors
     finally:
         pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
+def test_a_click_near_a_lone_handle_places_its_target(page, server):
+    """A short move: the target click lands within the handle's grab radius. It used to grab the handle instead
+    (nothing placed); now it places the target, and on the handle's very pixel the status says why not."""
+    pg = page
+    _test_image(server.input_dir / "dragon_browser.png", W, H)
+    nid = _picture_into(pg, "dragon_browser.png", "DragonDiffusion_MaskPointEditor", [480, 560])
+    _wait(pg, nid, lambda s: s["W"] == W, "the picture")
+    box = _settled_box(pg, pg.locator(".dragon-canvas").first)
+    pg.mouse.click(*_screen(box, 40.5, 30.5))
+    pg.mouse.click(*_screen(box, 40.5, 30.5))  # the handle's own pixel: no target
+    st = _wait(pg, nid, lambda s: any("handle's pixel" in t for t in s["notes"]), "the reason in the status")
+    assert st["points"] == [[40, 30]]
+    pg.mouse.click(*_screen(box, 42.5, 31.5))  # 2 px away, inside the handle's grab radius
+    st = _wait(pg, nid, lambda s: len(s["points"]) == 2, "the target placed")
+    (hx, hy), (tx, ty) = st["points"]
+    assert (hx, hy) == (40, 30) and abs(tx - 42) <= 1 and abs(ty - 31) <= 1 and (tx, ty) != (hx, hy), st["points"]
+    _wait(pg, nid, lambda s: not any("handle's pixel" in t for t in s["notes"]), "the reason gone with the target")
+    pg.mouse.click(*_screen(box, 42.5, 31.5))  # a pair is complete: a click on its target grabs it, adds nothing
+    assert len(_state(pg, nid)["points"]) == 2
 
 
 def test_a_move_with_nowhere_to_go_is_refused_on_queue_before_anything_runs(page):

@@ -334,6 +334,8 @@ let editorCount = 0;
 
 class DragonEditor {
   constructor(node, cfg) {
+    watchUndo();
+    this.rebuiltByUndo = undoing > 0;
     this.node = node;
     this.cfg = cfg;
     this.w = (name) => node.widgets?.find((w) => w.name === name);
@@ -401,11 +403,21 @@ class DragonEditor {
     size.value = String(this.brush);
     size.title = "Brush radius in image pixels ([ and ] over the canvas change it)";
     size.className = "dragon-size";
-    size.addEventListener("input", () => {
+    size.addEventListener("input", (e) => {
+      if (e.inputType === "historyUndo" || e.inputType === "historyRedo") {
+        // the browser's own undo of an earlier typed size (Chrome applies Ctrl+Z to the last edited field even
+        // when the focus is elsewhere): ComfyUI's undo is meant, the brush size stays
+        size.value = String(this.brush);
+        return;
+      }
       const v = Number(size.value);
-      if (Number.isFinite(v) && v >= BRUSH_MIN) this.setBrush(v, false);
+      if (Number.isFinite(v) && v >= BRUSH_MIN) this.setBrush(v, false, false); // one undo step on commit
     });
-    size.addEventListener("change", () => this.setBrush(Number(size.value) || this.brush));
+    size.addEventListener("change", () => {
+      const v = Number(size.value) || this.brush;
+      this.node.properties.dragon_brush = null; // the typing set it already: the commit is the undo step
+      this.setBrush(v);
+    });
     for (const ev of ["pointerdown", "keydown"]) size.addEventListener(ev, (e) => e.stopPropagation());
     this.sizeInput = size;
     if (brush) {
@@ -543,15 +555,42 @@ class DragonEditor {
     if (show) this.json.value = this.w("points")?.value ?? "[]";
   }
 
-  setBrush(r, updateInput = true) {
+  // The brush size is part of the workflow (node property dragon_brush, saved and loaded with it); a committed
+  // change (Enter, -/+, [ ]) is one step of ComfyUI's undo, so undoing a stroke keeps the size it was painted with.
+  setBrush(r, updateInput = true, commit = true) {
     this.brush = Math.round(Math.min(BRUSH_MAX, Math.max(BRUSH_MIN, r)) * 10) / 10;
     if (this.brush >= 4) this.brush = Math.round(this.brush);
     if (updateInput) this.sizeInput.value = String(this.brush);
+    this.node.properties ??= {};
+    const changed = this.node.properties.dragon_brush !== this.brush;
+    this.node.properties.dragon_brush = this.brush;
+    if (commit && changed && this.restored) recordUndoStep();
     this.redraw();
+  }
+
+  // The tool outlives this editor object: ComfyUI's undo/redo rebuilds the graph (and so the editor), and must
+  // not send the user back to the Points tool; the brush size comes back with the graph's state.
+  sessionKey() {
+    return `${this.node.graph?.id ?? ""}:${this.node.id}`;
+  }
+
+  remember() {
+    if (this.node.graph) SESSION.set(this.sessionKey(), { tool: this.tool });
+  }
+
+  restoreSession() {
+    watchUndo();
+    if (this.restored || !this.node.graph) return;
+    const brush = Number(this.node.properties?.dragon_brush);
+    if (Number.isFinite(brush) && brush >= BRUSH_MIN) this.setBrush(brush, true, false);
+    const saved = this.rebuiltByUndo ? SESSION.get(this.sessionKey()) : null; // not for a new editor
+    if (saved?.tool && (saved.tool === "points" || this.toolButtons[saved.tool])) this.setTool(saved.tool);
+    this.restored = true;
   }
 
   setTool(tool) {
     this.tool = tool;
+    if (this.restored) this.remember(); // (not the constructor's default before the session is read)
     for (const [k, b] of Object.entries(this.toolButtons)) b.classList.toggle("active", k === tool);
     if (this.canvas) this.canvas.style.cursor = tool === "points" ? "crosshair" : "none";
     this.redraw();
@@ -619,6 +658,9 @@ class DragonEditor {
     }
     e.preventDefault();
     e.stopPropagation();
+    // painting or clicking takes the keyboard from the editor's text boxes (a typed brush size kept it, and
+    // Ctrl+Z then undid the typing instead of the stroke)
+    if (document.activeElement && this.root.contains(document.activeElement)) document.activeElement.blur();
     if (!this.W) return;
     const p = this.toImage(e);
     const locked = (this.cfg.locked || []).find((name) => this.isLinked(name));
@@ -637,7 +679,18 @@ class DragonEditor {
         return;
       }
       if (e.button !== 0) return;
-      if (i >= 0) {
+      const lone = this.points.length % 2 === 1 && i === this.points.length - 1;
+      if (lone) {
+        // a click near the handle that waits for its target places the target (a short move), not a drag of the
+        // handle; on the handle's own pixel there is no move to make, and the status says so
+        const [hx, hy] = this.points[i];
+        if (hx === p.px && hy === p.py) {
+          this.setNote("lone", "The target is on its handle's pixel: click a little further away.");
+          return;
+        }
+      }
+      this.setNote("lone", null);
+      if (i >= 0 && !lone) {
         this.drag = { kind: "point", index: i };
       } else {
         this.setPoints([...this.points, [p.px, p.py]]);
@@ -890,6 +943,7 @@ class DragonEditor {
   // Called every frame the node is drawn (classic renderer) and every POLL_MS: follow an upstream Load Image
   // (and the mask painted in its mask editor) before any run, typed JSON, undo/redo, the overlay settings.
   poll() {
+    this.restoreSession();
     this.syncPoints();
     if (this.notes.some((n) => n.key === "locked") && !(this.cfg.locked || []).some((name) => this.isLinked(name))) {
       this.setNote("locked", null);  // the keypoints input was disconnected: the canvas takes clicks again
@@ -1160,6 +1214,30 @@ class DragonEditor {
     clearInterval(this.timer);
     window.removeEventListener("keydown", this.onKey, true);
   }
+}
+
+// node (graph id : node id) -> {tool}: read back only when ComfyUI's undo/redo rebuilt the editor (a new editor,
+// e.g. in a cleared graph that reuses the node id, starts with the Points tool)
+const SESSION = new Map();
+let undoing = 0; // > 0 while an undo/redo runs: the editors made meanwhile are the rebuilt ones
+
+function watchUndo() {
+  const tracker = app.extensionManager?.workflow?.activeWorkflow?.changeTracker;
+  const proto = tracker && Object.getPrototypeOf(tracker);
+  if (!proto || proto.dragonUndoWatched) return;
+  for (const name of ["undo", "redo"]) {
+    const own = proto[name];
+    if (typeof own !== "function") continue;
+    proto[name] = async function (...args) {
+      undoing++;
+      try {
+        return await own.apply(this, args);
+      } finally {
+        undoing--;
+      }
+    };
+  }
+  proto.dragonUndoWatched = true;
 }
 
 const GHOST_ALPHA = 0.55; // the edit preview's object: see-through, so what it will cover stays visible
