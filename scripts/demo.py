@@ -62,7 +62,9 @@ def main() -> None:
                 shutil.copyfile(p, dst)
                 written.append(dst)
         print(f"dragged the object of toy scene {scene} in {time.time() - t0:.1f} s: before.png shows the handle "
-              f"(red) and target (blue), after.png the edit, expected.png the exact answer (images are 32x32 pixels)")
+              f"(red) and target (blue), after.png the edit, expected.png the scene's own pair: the same toy scene "
+              f"drawn with the object at the target, not a model output (images are 32x32 pixels; before_after.png "
+              f"shows the three enlarged)")
         strip = side_by_side([out / "before.png", out / "after.png", out / "expected.png"], out / "before_after.png")
         for p in [*written, strip]:
             print("wrote", p)
