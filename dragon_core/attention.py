@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
@@ -111,21 +112,21 @@ def _release(steps: dict) -> None:
     trim_heap()
 
 
-_TRIM: list = []
+@functools.cache
+def _malloc_trim() -> Callable | None:
+    """glibc's malloc_trim, or None where the C library has none."""
+    try:
+        name = ctypes.util.find_library("c")
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
 
 
 def trim_heap() -> None:
-    """glibc's malloc_trim(0): hand free heap memory back to the system; nothing elsewhere."""
-    if not _TRIM:
-        fn = None
-        try:
-            name = ctypes.util.find_library("c")
-            fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-        except OSError:
-            pass
-        _TRIM.append(fn)
-    if _TRIM[0] is not None:
-        _TRIM[0](0)
+    """malloc_trim(0): hand free heap memory back to the system; nothing elsewhere."""
+    fn = _malloc_trim()
+    if fn is not None:
+        fn(0)
 
 
 class KVRecorder:

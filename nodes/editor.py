@@ -277,7 +277,7 @@ def compose(base: torch.Tensor | None, layer, height: int, width: int) -> torch.
     return (below * (1 - cover) + value * cover).clamp(0, 1)
 
 
-def _fit(input_name: str, m: torch.Tensor | None, w: int, h: int, notes: list[str]) -> torch.Tensor | None:
+def _fit(input_name: str, m: torch.Tensor | None, w: int, h: int) -> torch.Tensor | None:
     """The upstream mask if it matches the image. Load Image's placeholder for a picture without alpha (64x64
     zeros) is no mask, silently: it is what every ordinary photo gives, nothing to warn about. Any other size
     mismatch is an error."""
@@ -413,8 +413,8 @@ class MaskPointEditor(io.ComfyNode):
         if placed != (w, h) and pairs:
             pairs = scale_points(pairs, placed, (w, h))
             notes.append(f"The points were placed on a {placed[0]}x{placed[1]} image; rescaled to this {w}x{h} image.")
-        base = _fit("mask", single_mask(NODE, "mask", mask), w, h, notes)
-        base_ref = _fit("reference", single_mask(NODE, "reference", reference), w, h, notes)
+        base = _fit("mask", single_mask(NODE, "mask", mask), w, h)
+        base_ref = _fit("reference", single_mask(NODE, "reference", reference), w, h)
         layer = load_layer("editor_mask", editor_mask, w, h)
         layer_ref = load_layer("editor_reference", editor_reference, w, h)
         notes += [lay[2] for lay in (layer, layer_ref) if lay is not None and lay[2]]

@@ -991,20 +991,14 @@ class DragonEditor {
     }
   }
 
-  // Connectivity through the node's API (frontend 1.58 keeps links in the graph and ignores writes to
-  // input.link); the slot's own link id where an older frontend lacks the API (1.32 has both).
   isLinked(name) {
-    const slot = this.node.inputs?.findIndex((i) => i.name === name) ?? -1;
-    if (slot < 0) return false;
-    if (typeof this.node.isInputConnected === "function") return !!this.node.isInputConnected(slot);
-    return this.node.inputs[slot].link != null;
+    return inputLinked(this.node, this.node.inputs?.findIndex((i) => i.name === name) ?? -1);
   }
 
   inputLink(slot) {
     if (typeof this.node.getInputLink === "function") return this.node.getInputLink(slot) ?? null;
     const id = this.node.inputs[slot]?.link;
-    if (id == null) return null;
-    return this.node.graph?.links?.[id] ?? this.node.graph?.getLink?.(id) ?? null;
+    return id == null ? null : graphLink(this.node.graph, id);
   }
 
   // The node linked to input `name`: {node, slot (its output index), file (when it is a Load Image)}.
@@ -1139,7 +1133,7 @@ class DragonEditor {
     const slot = this.node.outputs?.findIndex((o) => o.name === "points") ?? -1;
     const graph = this.node.graph;
     for (const id of (slot >= 0 && this.node.outputs[slot].links) || []) {
-      const link = graph?.getLink?.(id) ?? graph?.links?.[id] ?? graph?.links?.get?.(id);
+      const link = graphLink(graph, id);
       const n = link && graph.getNodeById(link.target_id);
       if (n?.type === "DragonDiffusion_GuidanceSetup") return n;
     }
@@ -1214,6 +1208,19 @@ class DragonEditor {
     clearInterval(this.timer);
     window.removeEventListener("keydown", this.onKey, true);
   }
+}
+
+// Connectivity through the node's API (frontend 1.58 keeps links in the graph and ignores writes to input.link);
+// the slot's own link id where an older frontend lacks the API (1.32 has both). Also used by dragon_guidance.js.
+export function inputLinked(node, slot) {
+  if (slot < 0 || !node.inputs?.[slot]) return false;
+  if (typeof node.isInputConnected === "function") return !!node.isInputConnected(slot);
+  return node.inputs[slot].link != null;
+}
+
+// A link of the graph by id, whichever way this frontend keeps them (getLink, a Map, or an object).
+function graphLink(graph, id) {
+  return graph?.getLink?.(id) ?? graph?.links?.get?.(id) ?? graph?.links?.[id] ?? null;
 }
 
 // node (graph id : node id) -> {tool}: read back only when ComfyUI's undo/redo rebuilt the editor (a new editor,

@@ -5,6 +5,7 @@
 // still sent. Expert options are "advanced" widgets: a button on the node (and the node's context menu, "Show
 // Advanced", as for ComfyUI's own nodes) shows or hides them; the same in the classic and the Nodes 2.0 renderer.
 import { app } from "../../../scripts/app.js";
+import { inputLinked } from "./dragon_editor.js";
 
 const NODE_TYPE = "DragonDiffusion_GuidanceSetup";
 const ALL = ["move", "resize", "drag", "remove", "paste", "appearance", "landmark"];
@@ -210,9 +211,7 @@ export function nothingToMove(node) {
   if (mode !== "move" && mode !== "resize") return null;
   if (Number(v("offset_x")) || Number(v("offset_y")) || Number(v("scale")) !== 1) return null;
   const slot = node.inputs?.findIndex((i) => i.name === "points") ?? -1;
-  const linked = slot >= 0 && (typeof node.isInputConnected === "function" ? node.isInputConnected(slot)
-    : node.inputs[slot].link != null);
-  if (linked) {
+  if (inputLinked(node, slot)) {
     const src = node.getInputNode?.(slot);
     if (src?.type !== "DragonDiffusion_MaskPointEditor") return null;
     let pts = [];
