@@ -821,6 +821,69 @@ def test_the_editor_previews_a_move_before_any_run(page, server, renderer):
         pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
 
 
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"])
+def test_the_editor_previews_a_paste_from_the_reference_picture(page, server, renderer):
+    """In paste mode the editor draws the reference picture's object (its Load Image mask, the picture found above
+    the Setup's reference_inversion) see-through where it will be pasted: moved by the pair, also with no pair (then
+    where it is in the reference), and says why not when the reference picture has another size."""
+    pg = page
+    _test_image(server.input_dir / "dragon_paste_base.png", W, H)
+    ref = np.zeros((H, W, 4), np.uint8)
+    ref[..., :3] = (200, 30, 220)
+    ref[..., 3] = 255
+    ref[16:48, 16:48, 3] = 0  # its Load Image mask: this box
+    Image.fromarray(ref, "RGBA").save(server.input_dir / "dragon_paste_ref.png")
+    Image.fromarray(ref[:64, :64], "RGBA").save(server.input_dir / "dragon_paste_small.png")
+    vue = renderer == "nodes2"
+    pg.evaluate("async (v) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", vue)
+    try:
+        nid = _picture_into(pg, "dragon_paste_base.png", "DragonDiffusion_MaskPointEditor", [480, 560])
+        pg.evaluate("""(id) => { const g = app.graph, ed = g.getNodeById(Number(id));
+            const add = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; g.add(n); return n; };
+            const gs = add("DragonDiffusion_GuidanceSetup", [900, 0]);
+            gs.widgets.find(w => w.name === "mode").value = "paste";
+            ed.connect(1, gs, gs.inputs.findIndex(i => i.name === "points"));
+            const ref = add("LoadImage", [0, 600]); ref.widgets.find(w => w.name === "image").value = "dragon_paste_ref.png";
+            const enc = add("VAEEncode", [340, 700]); const inv = add("DragonDiffusion_DDIMInvert", [600, 700]);
+            ref.connect(0, enc, 0); enc.connect(0, inv, inv.inputs.findIndex(i => i.name === "latent"));
+            inv.connect(0, gs, gs.inputs.findIndex(i => i.name === "reference_inversion"));
+            ref.connect(1, gs, gs.inputs.findIndex(i => i.name === "reference_mask")); }""", nid)
+        _wait(pg, nid, lambda s: s["W"] == W, "the base picture")
+
+        def shown_at(points, picture="dragon_paste_ref.png"):
+            pg.evaluate("""([id, pts, picture]) => { const g = app.graph, ed = g.getNodeById(Number(id));
+                ed.widgets.find(w => w.name === "points").value = JSON.stringify(pts);
+                const ref = g._nodes.find(n => n.type === "LoadImage" && n.pos[1] === 600);
+                ref.widgets.find(w => w.name === "image").value = picture; }""", [nid, points, picture])
+            pg.wait_for_timeout(900)  # the editor polls the Setup and its inputs, loads the reference, redraws
+            return pg.evaluate("""(id) => { const e = app.graph.getNodeById(Number(id)).dragonEditor;
+                const c = e.canvas, k = c.width / e.W, out = {status: e.status.textContent};
+                for (const [x, y] of [[88, 52], [70, 30], [100, 30], [20, 20], [60, 60]])
+                  out[`${x},${y}`] = Array.from(c.getContext("2d").getImageData(Math.floor((x + 0.5) * k),
+                                                                              Math.floor((y + 0.5) * k), 1, 1).data).slice(0, 3);
+                return out; }""", nid)
+
+        def base(x, y):  # the base picture's colour at (x, y)
+            return np.array([x * 255 // (W - 1), y * 255 // (H - 1), ((x + y) % 64) * 4], float)
+
+        a, obj = 0.55, np.array([200, 30, 220], float)
+        moved = shown_at([{"x": 32, "y": 32}, {"x": 80, "y": 40}])  # the object's centre (32, 32) to (80, 40)
+        for x, y in ((88, 52), (70, 30)):  # inside the pasted box, off the arrow
+            want = a * obj + (1 - a) * base(x, y)
+            assert np.abs(np.array(moved[f"{x},{y}"]) - want).max() <= 12, (x, y, moved, want)
+        for x, y in ((100, 30), (20, 20)):  # outside it (the reference's own box is not drawn): the base picture
+            assert np.abs(np.array(moved[f"{x},{y}"]) - base(x, y)).max() <= 8, (x, y, moved)
+        still = shown_at([])  # no pair, no offset: pasted where it is in the reference
+        assert np.abs(np.array(still["20,20"]) - (a * obj + (1 - a) * base(20, 20))).max() <= 12, still
+        assert np.abs(np.array(still["88,52"]) - base(88, 52)).max() <= 8, still
+        small = shown_at([], "dragon_paste_small.png")
+        assert "64x64" in small["status"] and "same size" in small["status"], small["status"]
+        assert np.abs(np.array(small["20,20"]) - base(20, 20)).max() <= 8, small  # nothing drawn
+        assert not pg.dragon_errors, pg.dragon_errors
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
 def test_a_click_near_a_lone_handle_places_its_target(page, server):
     """A short move: the target click lands within the handle's grab radius. It used to grab the handle instead
     (nothing placed); now it places the target, and on the handle's very pixel the status says why not."""

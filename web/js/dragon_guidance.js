@@ -5,7 +5,7 @@
 // still sent. Expert options are "advanced" widgets: a button on the node (and the node's context menu, "Show
 // Advanced", as for ComfyUI's own nodes) shows or hides them; the same in the classic and the Nodes 2.0 renderer.
 import { app } from "../../../scripts/app.js";
-import { inputLinked } from "./dragon_editor.js";
+import { inputLinked } from "./editor/renderer.js";
 
 const NODE_TYPE = "DragonDiffusion_GuidanceSetup";
 const ALL = ["move", "resize", "drag", "remove", "paste", "appearance", "landmark"];
