@@ -981,6 +981,45 @@ def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
     assert not pg.dragon_errors, pg.dragon_errors
 
 
+@pytest.mark.parametrize("renderer", ["classic", "nodes2"])
+def test_dragon_landmarks_text_boxes_keep_their_names_in_sight(page, server, renderer):
+    """Dragon Landmarks' source_points and target_points boxes show their names above their text once they hold
+    points (the frontend's placeholder goes then): visible, at the box's top, the text starting below it."""
+    pg = page
+    _test_image(server.input_dir / "dragon_browser.png", W, H)
+    pg.evaluate("async (v) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", renderer == "nodes2")
+    try:
+        nid = _picture_into(pg, "dragon_browser.png", "DragonDiffusion_Landmarks", [480, 640])
+        pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
+            n.widgets.find(w => w.name === "source_points").value = "[[10, 10], [100, 80]]";
+            n.widgets.find(w => w.name === "target_points").value = "[[12, 14], [90, 70]]";
+            app.canvas.setDirty(true, true); }}""")
+        pg.wait_for_timeout(1200)  # the editor's poll labels the boxes
+        found = pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid}), out = {{}};
+            const boxes = Array.from(document.querySelectorAll("textarea")).filter(t =>
+              n.widgets.some(w => w.element === t) || t.parentElement?.getAttribute("node-id") === String(n.id));
+            for (const t of boxes) {{
+              const r = t.getBoundingClientRect();
+              if (!r.width || !t.value.startsWith("[[")) continue;
+              const lab = Array.from(t.parentElement.children).find(c => c !== t && /_points$/.test(c.textContent.trim()));
+              const lr = lab?.getBoundingClientRect();
+              const cs = getComputedStyle(t);
+              out[t.value] = lab && {{ name: lab.textContent.trim(), shown: lr.width > 0 && lr.height > 0 &&
+                  getComputedStyle(lab).visibility !== "hidden" && getComputedStyle(lab).opacity > 0.3,
+                inside: lr.left >= r.left - 1 && lr.right <= r.right + 1 && lr.top >= r.top - 1 && lr.top <= r.top + 12,
+                textBelow: r.top + parseFloat(cs.paddingTop) + parseFloat(cs.borderTopWidth) >= lr.bottom - 2 }};
+            }}
+            return out; }}""")
+        assert set(found) == {"[[10, 10], [100, 80]]", "[[12, 14], [90, 70]]"}, found
+        assert found["[[10, 10], [100, 80]]"]["name"] == "source_points", found
+        assert found["[[12, 14], [90, 70]]"]["name"] == "target_points", found
+        for v in found.values():
+            assert v["shown"] and v["inside"] and v["textBelow"], found
+        assert not pg.dragon_errors, pg.dragon_errors
+    finally:
+        pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', false); }")
+
+
 def test_strokes_on_a_large_image_are_stored_off_thread_and_a_queue_waits_for_them(page, server):
     """Above 2048x2048 a stroke's PNG is encoded asynchronously; a queue right after the stroke still sends it."""
     pg = page

@@ -7,7 +7,7 @@ import { button, canvas2d, installStyle } from "./view.js";
 import { HIT_PX, drawPoints, nearestPoint } from "./points.js";
 import { BRUSH_MAX, BRUSH_MIN, COLORS, LAYERS, Layer, SYNC_ENCODE_PIXELS } from "./layers.js";
 import { encodePNG, loadImage, parseFileValue, uploadPNG, viewURL } from "./files.js";
-import { forwardToGraph, inputLinked, isNodes2, rebuildingByUndo, recordUndoStep, upstreamOf, watchUndo } from "./renderer.js";
+import { forwardToGraph, inputLinked, isNodes2, labelTextBoxes, rebuildingByUndo, recordUndoStep, upstreamOf, watchUndo } from "./renderer.js";
 import { EditPreview } from "./preview.js";
 
 const POLL_MS = 250; // the Nodes 2.0 renderer does not call onDrawForeground: the editor polls on its own too
@@ -600,6 +600,7 @@ export class DragonEditor {
   // (and the mask painted in its mask editor) before any run, typed JSON, undo/redo, the overlay settings.
   poll() {
     this.restoreSession();
+    if (this.cfg.labelled) labelTextBoxes(this.node, this.cfg.labelled);
     this.syncPoints();
     if (this.notes.some((n) => n.key === "locked") && !(this.cfg.locked || []).some((name) => this.isLinked(name))) {
       this.setNote("locked", null);  // the keypoints input was disconnected: the canvas takes clicks again

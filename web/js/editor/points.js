@@ -49,6 +49,7 @@ export const CONFIGS = {
     json: false,
     numbered: true,
     firstHint: "Click a landmark where it is now, then where it should go; pairs are numbered in order.",
+    labelled: ["source_points", "target_points"], // their names stay in sight over the boxes (renderer.js)
     locked: ["source_keypoints", "target_keypoints"], // a detector's points replace the lists: not editable here
     read: (ed) => {
       const a = ed.w("source_points")?.value ?? "";

@@ -49,6 +49,35 @@ export function downstreamOf(node, name, type) {
   return found;
 }
 
+// Text boxes that keep their name in sight: the frontend shows a multiline box's name only as its placeholder, gone
+// once the box holds text, in the classic renderer and in Nodes 2.0 before 1.49 (1.58's Nodes 2.0 labels them
+// itself: left alone). Dragon Landmarks has two such boxes (source_points, target_points) that must not be mixed
+// up. Idempotent: called on every poll, it puts back a label a re-render dropped.
+export function labelTextBoxes(node, names) {
+  for (const name of names) {
+    const boxes = [];
+    const w = node.widgets?.find((x) => x.name === name);
+    if (w?.element?.tagName === "TEXTAREA") boxes.push(w.element); // classic: the widget's own element
+    for (const t of document.querySelectorAll(`[node-id="${node.id}"] > textarea`)) {
+      if (t.placeholder === name) boxes.push(t); // Nodes 2.0 (1.32): the Vue widget's box, named by its placeholder
+    }
+    for (const box of boxes) {
+      const holder = box.parentElement;
+      if (!holder) continue;
+      const named = Array.from(holder.children).some((c) => c !== box && c.textContent.trim() === name);
+      if (named) continue;
+      const label = document.createElement("div");
+      label.className = "dragon-box-label";
+      label.textContent = name;
+      // (the classic renderer's DOM widgets stretch every child of their holder to its full size)
+      Object.assign(label.style, { width: "auto", height: "auto", maxWidth: "calc(100% - 12px)" });
+      if (getComputedStyle(holder).position === "static") holder.style.position = "relative";
+      holder.appendChild(label);
+      box.style.paddingTop = "16px";
+    }
+  }
+}
+
 // ---- ComfyUI's undo history ------------------------------------------------------------------------
 let undoing = 0; // > 0 while an undo/redo runs: the editors made meanwhile are the rebuilt ones
 

@@ -38,6 +38,8 @@ const STYLE = `
 .dragon-canvas { display:block; touch-action:none; cursor:crosshair; }
 .dragon-status { min-height:16px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; opacity:0.85; }
 .dragon-note { color:#fb3; white-space:normal; }
+.dragon-box-label { position:absolute; top:2px; left:6px; z-index:1; pointer-events:none; font: 10px sans-serif;
+  color: var(--input-text, #ddd); opacity:0.7; }
 `;
 
 // Once per page: the editor's style sheet.
