@@ -13,6 +13,7 @@ Run from the repo root: python3 scripts/make_workflows.py (tests/test_workflows.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -109,19 +110,37 @@ EXAMPLES = {  # move and paste take their offset from the editor's point pair: t
     "dragon_appearance": ("appearance", [], {}, "a photo"),
     "dragon_landmark": ("landmark", [], {}, "a photo of a human face"),
 }
-# SDXL: the same graphs with an SDXL checkpoint (the nodes find SDXL's layers and conditioning themselves)
+# SDXL: the same graphs with an SDXL checkpoint (the nodes find SDXL's layers and conditioning themselves). Only as
+# API files: one template per edit serves both families (see title())
 SDXL_EXAMPLES = ("dragon_move", "dragon_drag", "dragon_remove", "dragon_paste", "dragon_appearance", "dragon_landmark")
-# the templates browser's titles (the UI files' names)
+# the templates browser's titles (the UI files' names): short enough for its cards (about 30 characters show)
 TITLES = {"dragon_move": "move an object", "dragon_resize": "resize an object", "dragon_drag": "drag points",
-          "dragon_remove": "remove an object", "dragon_paste": "paste an object from another photo",
-          "dragon_appearance": "restyle an object like a reference", "dragon_landmark": "move face landmarks"}
+          "dragon_remove": "remove an object", "dragon_paste": "paste from a photo",
+          "dragon_appearance": "restyle from a photo", "dragon_landmark": "face landmarks"}
+# one line per template: README's template table (the templates browser shows a pack's file names as title and
+# description alike)
+DESCRIPTIONS = {
+    "dragon_move": "Paint an object, click where it should go: it moves there and its old place is filled in.",
+    "dragon_resize": "Paint an object and set scale on Guidance Setup: it grows or shrinks about its centre.",
+    "dragon_drag": "Click handle/target pairs: the content under each handle is dragged to its target.",
+    "dragon_remove": "Paint an object: it is removed and the place filled from its surroundings.",
+    "dragon_paste": "Paint an object in a second photo (reference.png): it is pasted into yours where you click.",
+    "dragon_appearance": "Paint an object in each photo: yours takes the look of the reference photo's object.",
+    "dragon_landmark": "Click face landmarks and where they should go (or feed a pose detector): the face follows.",
+}
 # the toy benchmark strip whose first scene illustrates each mode (source -> the pack's result)
 THUMB_STRIP = {"move": "move", "resize": "resize", "drag": "drag", "remove": "remove", "paste": "paste",
                "appearance": "appearance", "landmark": "drag"}
 
 
-def title(name: str, family: str) -> str:
-    return f"DragonDiffusion - {TITLES[name]} ({'SD1.5' if family == 'sd15' else 'SDXL'})"
+def title(name: str) -> str:
+    """The template's file name, which the browser shows as its title and its description.
+
+    One template per edit, for SD1.5 and SDXL alike: the graphs differ only in the checkpoint's name, which every user
+    picks anyway, and the browser cannot be made to list one family before the other (frontends 1.32 and 1.58 keep
+    a pack's templates in the server's order by default, and ComfyUI lists the folder in directory order, on ext4 a
+    hash of the names)."""
+    return f"Dragon - {TITLES[name]}"
 
 
 def api_format(nodes: list) -> dict:
@@ -289,7 +308,8 @@ def render() -> dict[str, str]:
         mode, points, setup, prompt = EXAMPLES[name]
         nodes = graph(mode, points, setup, prompt, family, landmarks=(FACE_SRC, FACE_DST))
         fname = name if family == "sd15" else f"{name}_sdxl"
-        files[f"workflows/{title(name, family)}.json"] = json.dumps(ui_format(unclicked(nodes)), indent=1) + "\n"
+        if family == "sd15":
+            files[f"workflows/{title(name)}.json"] = json.dumps(ui_format(unclicked(nodes)), indent=1) + "\n"
         files[f"workflows/api/{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
     toy = toy_graph()
     files["toy/dragon_toy/workflows/Toy demo - move the painted object.json"] = json.dumps(ui_format(toy), indent=1) + "\n"
@@ -298,25 +318,83 @@ def render() -> dict[str, str]:
 
 
 def thumbnails() -> dict[str, "object"]:
-    """{workflows/<title>.jpg: PIL image}: the first scene of the mode's toy benchmark strip (bench/strip_*.png),
-    before and after the edit, side by side."""
-    from PIL import Image, ImageDraw
+    """{workflows/<title>.jpg: PIL image}: what the template does, on the first test scene of the mode's toy benchmark
+    (toy/dragon_toy/scenes.py, seed 1000) with the pack's result from its strip (bench/strip_*.png): the source with
+    the edit drawn on it (move/drag/landmarks: the point pair's arrow; resize: the object and its new box; remove:
+    the object outlined; paste: the reference photo, its object outlined; restyle: the object outlined, the reference
+    object inset) -> the result, about 2:1 as the browser's cards show them. Needs torch (the toy scenes): run with .venv/bin/python."""
+    import torch
+    from PIL import Image, ImageDraw, ImageFont
+
+    sys.path.insert(0, str(ROOT / "toy"))
+    from dragon_toy import scenes
+
+    cell, pad, zoom = 32, 2, 4  # scripts/bench_quality.py strip(): 32 px cells, 2 px apart, zoomed 4x
+    z = cell * zoom
+    font = ImageFont.load_default(size=17)
+    yellow, red = (255, 230, 64), (255, 70, 70)
+
+    def picture(t: torch.Tensor) -> "Image.Image":
+        arr = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        return Image.fromarray(arr).resize((z, z), Image.NEAREST)
+
+    def outline(img, mask: torch.Tensor, colour) -> None:
+        """The mask's edge pixels, drawn on the zoomed picture."""
+        m = mask > 0.5
+        edge = m & ~(torch.nn.functional.max_pool2d((~m).float()[None, None], 3, 1, 1)[0, 0] < 0.5)
+        d = ImageDraw.Draw(img)
+        for y, x in torch.nonzero(edge).tolist():
+            d.rectangle([x * zoom, y * zoom, x * zoom + zoom - 1, y * zoom + zoom - 1], outline=colour, width=1)
+
+    def arrow(img, a, b) -> None:
+        d = ImageDraw.Draw(img)
+        (ax, ay), (bx, by) = [((x + 0.5) * zoom, (y + 0.5) * zoom) for x, y in (a, b)]
+        d.line([(ax, ay), (bx, by)], fill=yellow, width=3)
+        ang = math.atan2(by - ay, bx - ax)
+        cos, sin = math.cos, math.sin
+        d.polygon([(bx, by), (bx - 12 * cos(ang - 0.45), by - 12 * sin(ang - 0.45)),
+                   (bx - 12 * cos(ang + 0.45), by - 12 * sin(ang + 0.45))], fill=yellow)
+        for (x, y), c in (((ax, ay), red), ((bx, by), (42, 92, 245))):
+            d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=c, outline="white")
 
     out = {}
-    cell, pad, zoom = 32, 2, 4  # scripts/bench_quality.py strip(): 32 px cells, 2 px apart, zoomed 4x
-    for name, family in [(n, "sd15") for n in EXAMPLES] + [(n, "sdxl") for n in SDXL_EXAMPLES]:
-        strip = Image.open(ROOT / "bench" / f"strip_{THUMB_STRIP[EXAMPLES[name][0]]}.png").convert("RGB")
-        before = strip.crop((0, 0, cell * zoom, cell * zoom))
+    for name in EXAMPLES:
+        mode = EXAMPLES[name][0]
+        toy_mode = THUMB_STRIP[mode]
+        case = scenes.make_case(toy_mode, 1000)
+        strip = Image.open(ROOT / "bench" / f"strip_{toy_mode}.png").convert("RGB")
         x = 3 * (cell + pad) * zoom
-        after = strip.crop((x, 0, x + cell * zoom, cell * zoom))
-        thumb = Image.new("RGB", (2 * cell * zoom + 48, cell * zoom + 16), "white")
+        after = strip.crop((x, 0, x + z, z))
+        before = picture(case.source)
+        if mode in ("move", "drag", "landmark"):
+            arrow(before, case.points[0], case.points[1])
+        elif mode == "resize":
+            outline(before, case.object_mask, red)
+            outline(before, case.target_region, yellow)
+        elif mode == "remove":
+            outline(before, case.object_mask, red)
+        elif mode == "paste":  # the reference photo, its object outlined -> that object in the result
+            before = picture(case.reference)
+            outline(before, case.reference_mask, yellow)
+        elif mode == "appearance":  # the object outlined, the reference object's look inset in the far corner
+            outline(before, case.object_mask, red)
+            ys, xs = torch.nonzero(case.reference_mask > 0.5, as_tuple=True)
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            inset = picture(case.reference[:, max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2]).resize((z // 2, z // 2))
+            oy, ox = [float(v) for v in torch.nonzero(case.object_mask > 0.5).float().mean(0)]
+            at = (z - z // 2 - 4 if ox < cell / 2 else 4, z - z // 2 - 4 if oy < cell / 2 else 4)
+            ImageDraw.Draw(before).rectangle([at[0] - 2, at[1] - 2, at[0] + z // 2 + 1, at[1] + z // 2 + 1], fill="white")
+            before.paste(inset, at)
+        # before -> after, and under them the families it serves (the card's title names the edit)
+        thumb = Image.new("RGB", (2 * z + 56, z + 40), "white")
         thumb.paste(before, (8, 8))
-        thumb.paste(after, (cell * zoom + 40, 8))
-        y = cell * zoom // 2 + 8  # an arrow between them
+        thumb.paste(after, (z + 48, 8))
         draw = ImageDraw.Draw(thumb)
-        draw.line([(cell * zoom + 12, y), (cell * zoom + 32, y)], fill=(40, 40, 40), width=3)
-        draw.polygon([(cell * zoom + 36, y), (cell * zoom + 28, y - 6), (cell * zoom + 28, y + 6)], fill=(40, 40, 40))
-        out[f"workflows/{title(name, family)}.jpg"] = thumb
+        y = z // 2 + 8
+        draw.line([(z + 14, y), (z + 34, y)], fill=(40, 40, 40), width=3)
+        draw.polygon([(z + 40, y), (z + 32, y - 6), (z + 32, y + 6)], fill=(40, 40, 40))
+        draw.text((thumb.width // 2, z + 24), "SD1.5 · SDXL", fill=(30, 30, 30), font=font, anchor="mm")
+        out[f"workflows/{title(name)}.jpg"] = thumb
     return out
 
 

@@ -75,7 +75,7 @@ def main() -> None:
             pg.wait_for_timeout(1500)
 
             # step 3: the template with the photo; paint the ball, then one handle -> target pair
-            wf = json.loads((REPO / "workflows" / "DragonDiffusion - move an object (SD1.5).json").read_text())
+            wf = json.loads((REPO / "workflows" / "Dragon - move an object.json").read_text())
             for n in wf["nodes"]:
                 if n["type"] == "LoadImage":
                     n["widgets_values"][0] = "ball_on_table.png"

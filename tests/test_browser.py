@@ -910,7 +910,7 @@ def test_a_move_with_nowhere_to_go_is_refused_on_queue_before_anything_runs(page
     them would have run the whole inversion before Guidance Setup refused. Queue now stops in the page with a
     message, nothing is sent; with a pair clicked the prompt is sent."""
     pg = page
-    wf = json.loads((REPO / "workflows" / "DragonDiffusion - move an object (SD1.5).json").read_text())
+    wf = json.loads((REPO / "workflows" / "Dragon - move an object.json").read_text())
     res = pg.evaluate("""async (wf) => {
         await app.loadGraphData(wf, true, true, "queue refusal");
         const sent = [];

@@ -25,12 +25,12 @@ def test_the_templates_folder_holds_only_the_ui_workflows_with_thumbnails():
     install does not load), each with a .jpg thumbnail of the same name; no stale files."""
     shipped = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
     assert shipped == sorted(Path(f).name for f in FILES if f.startswith("workflows/") and f.count("/") == 1)
-    assert len(shipped) == 13
+    assert len(shipped) == 7  # one per edit, for SD1.5 and SDXL alike (make_workflows.title)
     for name in shipped:
         wf = json.loads((REPO / "workflows" / name).read_text())
         assert "version" in wf and "nodes" in wf, name
         assert not any(n["type"].startswith("DragonToy_") for n in wf["nodes"]), name
-        assert name.startswith("DragonDiffusion - ") and "_" not in name, name
+        assert name.startswith("Dragon - ") and "_" not in name and len(Path(name).stem) <= 30, name  # the card shows ~30
         thumb = (REPO / "workflows" / name).with_suffix(".jpg")
         assert thumb.read_bytes()[:2] == b"\xff\xd8", f"{name}: no JPEG thumbnail"
     assert sorted(p.name for p in (REPO / "workflows" / "api").glob("*.json")) == sorted(
