@@ -23,12 +23,13 @@ import comfy_server  # noqa: E402
 WORKFLOW = ROOT / "toy" / "dragon_toy" / "workflows" / "api" / "toy_drag.api.json"
 
 
-def side_by_side(paths: list[Path], dst: Path, zoom: int = 8) -> Path:
-    """before | after | expected, enlarged (the toy scenes are 32x32 pixels)."""
+def side_by_side(paths: list[Path], dst: Path) -> Path:
+    """before | after | expected, at least 256 pixels high (the workflow saves them enlarged already)."""
     from PIL import Image
 
     ims = [Image.open(p).convert("RGB") for p in paths]
     w, h = ims[0].size
+    zoom = max(1, 256 // h)
     canvas = Image.new("RGB", (len(ims) * (w + 2) - 2, h), "white")
     for i, im in enumerate(ims):
         canvas.paste(im, (i * (w + 2), 0))
@@ -63,8 +64,8 @@ def main() -> None:
                 written.append(dst)
         print(f"dragged the object of toy scene {scene} in {time.time() - t0:.1f} s: before.png shows the handle "
               f"(red) and target (blue), after.png the edit, expected.png the scene's own pair: the same toy scene "
-              f"drawn with the object at the target, not a model output (images are 32x32 pixels; before_after.png "
-              f"shows the three enlarged)")
+              f"drawn with the object at the target, not a model output (the toy scenes are 32x32 pixels, saved "
+              f"enlarged 8x; before_after.png shows the three side by side)")
         strip = side_by_side([out / "before.png", out / "after.png", out / "expected.png"], out / "before_after.png")
         for p in [*written, strip]:
             print("wrote", p)

@@ -29,6 +29,7 @@ OUTPUTS = {
     "VAEEncode": [("LATENT", "LATENT")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
+    "ImageScaleBy": [("IMAGE", "IMAGE")],
     "DragonDiffusion_DDIMInvert": [("inversion", "DRAGON_INVERSION"), ("noise", "LATENT")],
     "DragonDiffusion_MaskPointEditor": [("mask", "MASK"), ("points", "DRAGON_POINTS"), ("preview", "IMAGE")],
     "DragonDiffusion_Landmarks": [("points", "DRAGON_POINTS"), ("preview", "IMAGE")],
@@ -167,7 +168,7 @@ GROUPS = [("1. paint: the object and where it goes", "#3f789e",
            ("LoadImage", "DragonDiffusion_MaskPointEditor", "DragonDiffusion_Landmarks", "DragonToy_Scene")),
           ("2. invert: the guidance branch", "#8A8", ("VAEEncode", "DragonDiffusion_DDIMInvert")),
           ("3. edit", "#b06634", ("DragonDiffusion_GuidanceSetup", "DragonDiffusion_CrossBranchAttention",
-                                  "DragonDiffusion_Sampler", "VAEDecode", "SaveImage"))]  # whole columns each
+                                  "DragonDiffusion_Sampler", "VAEDecode", "ImageScaleBy", "SaveImage"))]  # whole columns each
 
 
 def node_size(ctype: str, widgets: list, links: dict) -> list[int]:
@@ -181,7 +182,7 @@ COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoad
           "LoadImage": 1, "DragonToy_Scene": 1, "DragonDiffusion_MaskPointEditor": 2, "DragonDiffusion_Landmarks": 2,
           "VAEEncode": 3, "DragonDiffusion_DDIMInvert": 3,
           "DragonDiffusion_GuidanceSetup": 4, "DragonDiffusion_CrossBranchAttention": 4,
-          "DragonDiffusion_Sampler": 5, "VAEDecode": 5, "SaveImage": 6}
+          "DragonDiffusion_Sampler": 5, "VAEDecode": 5, "ImageScaleBy": 6, "SaveImage": 7}
 
 
 def layout(nodes: list) -> dict[int, tuple[list[int], list[int]]]:
@@ -267,6 +268,7 @@ def view_state(grp: list[dict]) -> dict:
 # Guidance Setup runs at the toy model's move settings (toy/dragon_toy/settings.py, chosen on the settings scenes;
 # the mode's defaults are the official ones for SD1.5).
 TOY_SCENE = 3
+TOY_ZOOM = [("upscale_method", "nearest-exact"), ("scale_by", 8.0)]
 TOY_DRAG_POINTS = [{"x": 24.2, "y": 20.9}, {"x": 24.2, "y": 11.9}]
 
 
@@ -286,9 +288,13 @@ def toy_graph() -> list:
         (8, "DragonDiffusion_Sampler", [("steps", 50), ("cfg", 1.0), ("seed", 42), ("control_after_generate", "fixed")],
          {"model": (7, 0), "positive": (1, 2), "negative": (1, 2), "inversion": (5, 0), "guidance": (6, 0)}),
         (9, "VAEDecode", [], {"samples": (8, 0), "vae": (1, 1)}),
-        (10, "SaveImage", [("filename_prefix", "dragon_demo/after")], {"images": (9, 0)}),
-        (11, "SaveImage", [("filename_prefix", "dragon_demo/before")], {"images": (3, 2)}),
-        (12, "SaveImage", [("filename_prefix", "dragon_demo/expected")], {"images": (2, 1)}),
+        # the toy's 32x32 pictures are saved enlarged 8x, nearest neighbour (its pixels stay pixels)
+        (10, "SaveImage", [("filename_prefix", "dragon_demo/after")], {"images": (13, 0)}),
+        (11, "SaveImage", [("filename_prefix", "dragon_demo/before")], {"images": (14, 0)}),
+        (12, "SaveImage", [("filename_prefix", "dragon_demo/expected")], {"images": (15, 0)}),
+        (13, "ImageScaleBy", TOY_ZOOM, {"image": (9, 0)}),
+        (14, "ImageScaleBy", TOY_ZOOM, {"image": (3, 2)}),
+        (15, "ImageScaleBy", TOY_ZOOM, {"image": (2, 1)}),
     ]
 
 

@@ -27,8 +27,10 @@ def test_demo_writes_before_after_and_expected(tmp_path):
     assert all(p.parent == out and p.is_file() for p in written)
 
     before, after, expected = (_rgb(out / f"{n}.png") for n in ("before", "after", "expected"))
-    assert before.shape == after.shape == expected.shape == (32, 32, 3)
-    assert Image.open(out / "before_after.png").size == ((3 * 34 - 2) * 8, 32 * 8)
+    assert before.shape == after.shape == expected.shape == (256, 256, 3)  # the 32x32 scene saved enlarged 8x
+    for img in (before, after, expected):  # nearest neighbour: each toy pixel an 8x8 block
+        assert np.array_equal(img, np.repeat(np.repeat(img[::8, ::8], 8, 0), 8, 1))
+    assert Image.open(out / "before_after.png").size == (3 * 258 - 2, 256)
 
     # before.png is the editor's preview (mask tinted, handle and target drawn); where it equals the expected
     # image, neither the preview nor the edit touches the scene: the edit must keep that background
