@@ -145,6 +145,8 @@ def start(workdir: Path, custom_node_dirs: Iterable[Path] = (), threads: int = 1
         extra = workdir / "extra_model_paths.yaml"
         extra.write_text("dragon_extra:\n  custom_nodes: |\n" + "".join(f"    {d}\n" for d in dirs))
         cmd += ["--extra-model-paths-config", str(extra)]
+    if os.environ.get("DRAGON_FRONTEND_ROOT"):  # another frontend build, e.g. an unpacked comfyui-frontend-package's static/
+        cmd += ["--front-end-root", str(Path(os.environ["DRAGON_FRONTEND_ROOT"]).resolve())]
     cmd += list(extra_args)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     log_path = workdir / "server.log"

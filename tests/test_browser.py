@@ -82,9 +82,11 @@ def page(chromium, server):
             pytest.skip(f"browser test: {chromium} is installed but could not start: {str(e)[:300]}")
         pg = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
         errors: list[str] = []
-        # errors of our extension only (the frontend itself logs blocked calls to api.comfy.org offline)
-        pg.on("pageerror", lambda e: errors.append(str(e)) if "dragon_editor" in f"{e} {e.stack}" else None)
-        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "dragon_editor" in m.text else None)
+        # errors of our extension only (the frontend itself logs blocked calls to api.comfy.org offline): its files are
+        # web/js/dragon_*.js and web/js/editor/*.js
+        ours = re.compile(r"dragon_(editor|guidance|nodes)|/js/editor/")
+        pg.on("pageerror", lambda e: errors.append(str(e)) if ours.search(f"{e} {e.stack}") else None)
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and ours.search(f"{m.text} {m.location}") else None)
         pg.goto(server.url)
         pg.wait_for_function("!!(window.app && window.app.graph && window.LiteGraph && "
                              "window.LiteGraph.registered_node_types['DragonDiffusion_MaskPointEditor'])", timeout=120_000)
@@ -95,6 +97,7 @@ def page(chromium, server):
         pg.wait_for_timeout(1500)
         dialogs = pg.evaluate("Array.from(document.querySelectorAll('.p-dialog')).map(d => d.textContent.slice(0, 80))")
         assert not dialogs, f"a frontend dialog covers the graph, clicks would land on it: {dialogs}"
+        pg.evaluate(FRESH_GRAPH)
         pg.dragon_errors = errors
         yield pg
         browser.close()
@@ -109,8 +112,15 @@ def _test_image(path: Path, w: int, h: int, box=None) -> None:
     Image.fromarray(rgba.astype(np.uint8), "RGBA").save(path)
 
 
+# window.dragonClear(): clear the graph, and number the nodes made next from a new base. Frontend 1.49.6 keeps widget
+# values by node id across a clear (a new node that got an old node's id showed that node's values: a new editor
+# its points, a new CLIP Text Encode its text; 1.58.1 does not), and each test builds its graph after a clear.
+FRESH_GRAPH = """() => { window.dragonClear = () => { const g = app.graph; g.clear();
+  window.dragonIdBase = (window.dragonIdBase || 0) + 1000;
+  g.last_node_id = window.dragonIdBase; if (g.state) g.state.lastNodeId = window.dragonIdBase; return g; }; }"""
+
 BUILD = """([zoom]) => {
-  const g = app.graph; g.clear();
+  const g = dragonClear();
   const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
   li.widgets.find(w => w.name === "image").value = "dragon_browser.png";
   const ed = LiteGraph.createNode("DragonDiffusion_MaskPointEditor"); ed.pos = [340, 0]; g.add(ed);
@@ -127,9 +137,19 @@ BUILD = """([zoom]) => {
 EDITOR = "(id) => app.graph.getNodeById(Number(id))"
 
 
+
+def _editor(pg, nid: str):
+    """The editor of node `nid` in the open graph, as a locator (not the first `.dragon-canvas` on the page, which
+    need not be this node's: the page holds an editor per editor node of every open workflow tab)."""
+    tag = f"e{time.monotonic_ns()}"
+    pg.evaluate("([id, tag]) => app.graph.getNodeById(Number(id)).dragonEditor.root.setAttribute('data-dragon-test', tag)",
+                [nid, tag])
+    return pg.locator(f'[data-dragon-test="{tag}"]')
+
+
 def _picture_into(pg, picture: str, node_type: str, size: list[int]) -> str:
     """A new graph: Load Image (`picture`) -> a node with the editor's canvas, at zoom 1; that node's id."""
-    return pg.evaluate("""([picture, type, size]) => { const g = app.graph; g.clear();
+    return pg.evaluate("""([picture, type, size]) => { const g = dragonClear();
         const li = LiteGraph.createNode("LoadImage"); li.pos = [0, 0]; g.add(li);
         li.widgets.find(w => w.name === "image").value = picture;
         const n = LiteGraph.createNode(type); n.pos = [340, 0]; g.add(n);
@@ -234,7 +254,7 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     st = _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H and s["upBox"] == 255 and "Click a handle" in s["hint"],
                "the Load Image picture, its mask and the start hint on the editor canvas")
     assert st["upOut"] == 0, st
-    canvas = pg.locator(".dragon-canvas").first
+    canvas = _editor(pg, ed).locator(".dragon-canvas")
     box = canvas.bounding_box()
     assert box["width"] > W and abs(box["width"] / box["height"] - W / H) < 0.02, box
     # where the mask is, the picture is blended with the mask colour at the mask opacity (red, 0.45 by default)
@@ -293,10 +313,10 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
     assert st["points"] == [list(p) for pair in PAIRS for p in pair], st
 
     # a brush stroke on the mask layer; the brush size steps by a quarter, or is typed
-    pg.locator(".dragon-editor button", has_text="Mask").first.click()
-    pg.locator(".dragon-editor button", has_text="+").first.click()
+    _editor(pg, ed).locator("button", has_text="Mask").first.click()
+    _editor(pg, ed).locator("button", has_text="+").first.click()
     assert _state(pg, ed)["brush"] == 20
-    size = pg.locator(".dragon-editor .dragon-size").first
+    size = _editor(pg, ed).locator(".dragon-size").first
     size.fill(str(BRUSH))
     size.press("Enter")
     assert _state(pg, ed)["brush"] == BRUSH
@@ -375,11 +395,11 @@ def test_editor_points_and_brush_reach_the_backend_and_survive_save_and_load(pag
                 "the rescale to the new image")
     assert big["points"] == [[2 * x, 2 * y] for pair in PAIRS for (x, y) in pair]
     assert any("rescaled" in n for n in big["notes"]), big["notes"]
-    assert pg.locator(".dragon-note", has_text="rescaled").first.is_visible()
+    assert _editor(pg, ed).locator(".dragon-note", has_text="rescaled").first.is_visible()
 
     # the buttons: Clear mask (the Mask tool is selected) and Clear pts empty the state that is sent
-    pg.locator(".dragon-editor button", has_text="Clear mask").first.click()
-    pg.locator(".dragon-editor button", has_text="Clear pts").first.click()
+    _editor(pg, ed).locator("button", has_text="Clear mask").first.click()
+    _editor(pg, ed).locator("button", has_text="Clear pts").first.click()
     time.sleep(0.5)  # past the upload delay: a cancelled upload must not bring the strokes back
     st = _state(pg, ed)
     assert st["painted"] == 0 and st["points"] == [], st
@@ -480,7 +500,7 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode(page):
     Advanced'); hidden widgets keep their values and are still sent, so a graph runs the same."""
     pg = page
     state = pg.evaluate("""async () => {
-        app.graph.clear();
+        dragonClear();
         const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
         app.graph.add(n);
         const mode = n.widgets.find(w => w.name === "mode");
@@ -526,14 +546,14 @@ def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
     ids = pg.evaluate(BUILD, [ZOOM])
     ed = ids["editor"]
     _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H, "the Load Image picture on the editor canvas")
-    box = pg.locator(".dragon-canvas").first.bounding_box()
+    box = _editor(pg, ed).locator(".dragon-canvas").bounding_box()
     pts = [p for pair in PAIRS for p in pair]
     # the graph was built by script: load it once, as a user's graph is (a load renumbers the nodes' execution
     # order, which the tracker compares), and make that the tracker's start
     pg.evaluate("""async () => { await app.loadGraphData(app.graph.serialize());
                                  app.extensionManager.workflow.activeWorkflow.changeTracker.checkState(); }""")
     _wait(pg, ed, lambda s: s["W"] == W and s["H"] == H, "the picture after the reload")
-    box = pg.locator(".dragon-canvas").first.bounding_box()
+    box = _editor(pg, ed).locator(".dragon-canvas").bounding_box()
     for x, y in pts:
         pg.mouse.click(*_screen(box, x + 0.5, y + 0.5))
     assert _state(pg, ed)["points"] == [list(p) for p in pts]
@@ -550,7 +570,7 @@ def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
     assert json.loads(_state(pg, ed)["widgets"]["points"]) == [{"x": x, "y": y} for x, y in pts[:3]]
 
     # each brush stroke is one step too: the strokes live in the widget until a queue, so undo brings them back
-    pg.locator(".dragon-editor button", has_text="Mask").first.click()
+    _editor(pg, ed).locator("button", has_text="Mask").first.click()
 
     def stroke(y: float) -> None:
         pg.mouse.move(*_screen(box, 10.5, y))
@@ -575,7 +595,7 @@ def test_each_point_is_one_step_of_comfyui_undo_and_redo(page, server):
 
     # a typed brush size, a stroke, then Ctrl+Z at once: the stroke takes the keyboard from the size box, so the
     # key undoes the stroke (not the typing); undo rebuilds the editor and keeps the tool and the brush size
-    size = pg.locator(".dragon-editor .dragon-size").first
+    size = _editor(pg, ed).locator(".dragon-size").first
     size.fill("40")
     size.press("Enter")
     stroke(50.5)
@@ -653,7 +673,7 @@ def test_guidance_setup_shows_only_the_inputs_of_its_mode_in_the_nodes_2_rendere
     pg = page
     pg.evaluate("async () => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', true); }")
     try:
-        nid = pg.evaluate("""() => { app.graph.clear(); const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
+        nid = pg.evaluate("""() => { dragonClear(); const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
                                      n.pos = [100, 100]; app.graph.add(n); return String(n.id); }""")
         node = pg.locator(f'[data-node-id="{nid}"]')
         node.wait_for(timeout=30_000)
@@ -693,7 +713,7 @@ def test_guidance_setup_folds_advanced_inputs_from_the_node_and_reads_auto_off_i
     vue = renderer == "nodes2"
     pg.evaluate("async (v) => { await app.extensionManager.setting.set('Comfy.VueNodes.Enabled', v); }", vue)
     try:
-        nid = pg.evaluate("""() => { app.graph.clear(); const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
+        nid = pg.evaluate("""() => { dragonClear(); const n = LiteGraph.createNode("DragonDiffusion_GuidanceSetup");
                                      n.pos = [100, 100]; app.graph.add(n); app.canvas.ds.scale = 1; app.canvas.ds.offset = [0, 0];
                                      app.canvas.setDirty(true, true); return n.id; }""")
         advanced = f"() => !!app.graph.getNodeById({nid}).showAdvanced"
@@ -891,7 +911,7 @@ def test_a_click_near_a_lone_handle_places_its_target(page, server):
     _test_image(server.input_dir / "dragon_browser.png", W, H)
     nid = _picture_into(pg, "dragon_browser.png", "DragonDiffusion_MaskPointEditor", [480, 560])
     _wait(pg, nid, lambda s: s["W"] == W, "the picture")
-    box = _settled_box(pg, pg.locator(".dragon-canvas").first)
+    box = _settled_box(pg, _editor(pg, nid).locator(".dragon-canvas"))
     pg.mouse.click(*_screen(box, 40.5, 30.5))
     pg.mouse.click(*_screen(box, 40.5, 30.5))  # the handle's own pixel: no target
     st = _wait(pg, nid, lambda s: any("handle's pixel" in t for t in s["notes"]), "the reason in the status")
@@ -952,7 +972,7 @@ def test_dragon_landmarks_pairs_are_clicked_on_its_canvas(page, server):
     _wait(pg, nid, lambda s: s["W"] == W and "landmark" in s["hint"], "the picture on the Landmarks canvas")
     node_buttons = pg.evaluate(f"() => Array.from(app.graph.getNodeById({nid}).dragonEditor.root.querySelectorAll('button')).map(b => b.textContent)")
     assert "Mask" not in node_buttons and "Points" in node_buttons
-    box = _settled_box(pg, pg.locator(".dragon-canvas").first)
+    box = _settled_box(pg, _editor(pg, nid).locator(".dragon-canvas"))
     for x, y in ((20, 30), (25, 28), (60, 50), (64, 55)):
         pg.mouse.click(*_screen(box, x + 0.5, y + 0.5))
     values = pg.evaluate(f"""() => {{ const n = app.graph.getNodeById({nid});
@@ -1027,9 +1047,9 @@ def test_strokes_on_a_large_image_are_stored_off_thread_and_a_queue_waits_for_th
     Image.new("RGB", (big, big), (90, 120, 160)).save(server.input_dir / "dragon_big.png")
     ed = _picture_into(pg, "dragon_big.png", "DragonDiffusion_MaskPointEditor", [480, 560])
     _wait(pg, ed, lambda s: s["W"] == big, "the large picture", timeout=60)
-    box = _settled_box(pg, pg.locator(".dragon-canvas").first)
-    pg.locator(".dragon-editor button", has_text="Mask").first.click()
-    size = pg.locator(".dragon-editor .dragon-size").first
+    box = _settled_box(pg, _editor(pg, ed).locator(".dragon-canvas"))
+    _editor(pg, ed).locator("button", has_text="Mask").first.click()
+    size = _editor(pg, ed).locator(".dragon-size").first
     size.fill("60")
     size.press("Enter")
     sx, sy = box["width"] / big, box["height"] / big
