@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .attention import BranchState
 from .inversion import Inversion
 from .plan import EditPlan
-from .schedule import ddim_step, inversion_step, plan_steps, vp_scale
+from .schedule import SPACES, ddim_step, inversion_step, plan_steps
 from .spec import GuidanceSpec
 
 log = logging.getLogger("DragonDiffusion")
@@ -69,6 +69,7 @@ def _working(features: dict, blocks: tuple[int, ...], hw: tuple[int, int], item:
 def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, plan: EditPlan,
                   state: BranchState, seed: int, device: torch.device) -> tuple[torch.Tensor, SampleStats]:
     sigmas = [float(s) for s in inversion.sigmas]
+    space = SPACES[inversion.space]
     n = len(sigmas) - 1
     steps = plan_steps(n, spec.schedule, spec.guidance_start, spec.guidance_end, spec.sde_strength, spec.time_travel)
     blocks = backend.feature_blocks()
@@ -121,21 +122,22 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
             state.phase = "generate"
             den = backend.denoise_cfg(x, s, state)
             stats.unet_calls["generate"] += 1
-            eps = (x - den) / s
+            eps = space.eps(x, den, s)
             g = torch.zeros_like(eps)
-            if sp.guided:
+            pure_noise = space.a(s) <= 0  # a flow schedule's first level: x holds no image, x0 only from the model
+            if sp.guided and not pure_noise:
                 g = _guidance(backend, x, s, state, plan, ref_feats, blocks, spec.energy_scale, stats,
-                              batched=backend.batch_gradients())
+                              batched=backend.batch_gradients(), model_scale=space.model_scale(s))
                 stats.guided_steps += 1
-            x0 = x - s * (eps + g)
-            x_next = ddim_step(x, eps + g, eps, s, s1, eta=eta if sp.sde else 0.0, noise=noise)
+            x0 = den if pure_noise else space.x0(x, eps + g, s)
+            x_next = ddim_step(x, eps + g, eps, s, s1, eta=eta if sp.sde else 0.0, noise=noise, space=space, x0=x0)
             if r < sp.repeats - 1:
                 # DiffEditor time travel: deterministically re-invert to this level and redo the step; as the
                 # official Sampler, the noise is predicted at the lower level the latent is at (not at the
                 # target level, as Dragon DDIM Invert does)
                 state.phase = "plain"
                 x = inversion_step(lambda xi, si: backend.denoise_cond(xi, float(si), state), x_next, s1, s,
-                                   evaluate_at="current")
+                                   evaluate_at="current", space=space)
                 stats.unet_calls["reinvert"] += 1
             backend.check_interrupt()
         if plan.trend is not None:
@@ -155,9 +157,9 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
         state.kv = {}
         backend.step_done(i, x_next, x0)
         x = x_next
-    if sigmas[-1] > 0:
+    if sigmas[-1] > 0 and space.name == "ve":
         # the official loop ends at the level of timestep 0 and decodes that latent as it is: the VP latent
-        x = x * float(vp_scale(sigmas[-1]))
+        x = x * space.vp(sigmas[-1])
     return x, stats
 
 
@@ -187,11 +189,12 @@ def _banked_kv(plan: EditPlan, inversion: Inversion, i: int, device: torch.devic
 
 
 def _inversion_input(inversion: Inversion, i: int) -> torch.Tensor:
-    """The UNet input of the inversion step that reached denoising step i's level: the latent one level less
-    noisy, as the VP latent it is, expressed at step i's sigma (VE)."""
+    """The model input of the inversion step that reached denoising step i's level: the latent one level less
+    noisy, as the model saw it, expressed at step i's sigma (the VP latent for a UNet; x itself for a flow model)."""
     n = inversion.steps
+    space = SPACES[inversion.space]
     lower, s = float(inversion.sigmas[i + 1]), float(inversion.sigmas[i])
-    return inversion.latents[n - i - 1] * float(vp_scale(lower) / vp_scale(s))
+    return inversion.latents[n - i - 1] * (space.model_scale(lower) / space.model_scale(s))
 
 
 # The energies are multiplied by this before the backward pass and the gradient divided by it after. A UNet in
@@ -206,15 +209,16 @@ LOSS_SCALE = 1024.0
 
 def _guidance(backend: Backend, x: torch.Tensor, s: float, state: BranchState, plan: EditPlan,
               ref_feats: list[torch.Tensor], blocks: tuple[int, ...], scale: float, stats: SampleStats,
-              batched: bool = False) -> torch.Tensor:
-    """g = scale * (M * dE_edit/dz + (1 - M) * dE_cons/dz), z the VP latent the UNet sees.
+              batched: bool = False, model_scale: float | None = None) -> torch.Tensor:
+    """g = scale * (M * dE_edit/dz + (1 - M) * dE_cons/dz), z the latent the model sees (z = model_scale * x: the VP
+    latent for a UNet, x itself for a flow model; the gradient is added to the noise estimate in either space).
 
     As the official code: one forward, then a backward pass for each energy (they are masked separately, so one
     backward of their sum would mix them). `batched`: the forward runs on two copies of z instead; batch items
     are independent in the UNet, so one backward of E_edit(copy 0) + E_cons(copy 1) gives each gradient in its
     own copy, equal up to rounding: one backward fewer for a second image in the forward, which pays where a
     batch of two costs little more than one (GPUs; on the CPU it was about 12 % slower, #22)."""
-    c = float(vp_scale(s))
+    c = float(model_scale) if model_scale is not None else float(SPACES["ve"].vp(s))
     copies = 2 if batched else 1
     with torch.inference_mode(False), torch.enable_grad():
         z = (x.detach().clone() * c).repeat(copies, 1, 1, 1).requires_grad_(True)

@@ -101,3 +101,63 @@ def test_schedules_match_the_official_step_sets_at_50_steps():
     assert [i for i, p in enumerate(de) if p.repeats > 1] == [22, 24, 26, 28]
     assert [i for i, p in enumerate(de) if p.sde] == list(range(11, 20))
     assert not any(p.sde for p in plan_steps(50, "diffeditor", 0.0, 0.6, 0.0))
+
+
+# ---- flow space (ComfyUI's CONST models: x = (1 - sigma) x0 + sigma eps) ----------------------------------------
+
+def test_flow_space_ddim_step_is_an_euler_step_of_the_velocity():
+    from dragon_core.schedule import FLOW
+
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    s, s1 = 0.8, 0.55
+    x = FLOW.latent(x0, eps, s)
+    assert torch.allclose(x, 0.2 * x0 + 0.8 * eps)
+    den = x0  # a perfect model
+    e = FLOW.eps(x, den, s)
+    assert torch.allclose(e, eps, atol=1e-5)
+    v = eps - x0  # the flow model's output (CONST: denoised = x - sigma v)
+    assert torch.allclose(x - s * v, den, atol=1e-5)
+    assert torch.allclose(ddim_step(x, e, e, s, s1, space=FLOW), x + (s1 - s) * v, atol=1e-5)
+    assert torch.allclose(ddim_step(x, e, e, s, 0.0, space=FLOW), x0, atol=1e-5)
+
+
+def test_flow_space_sde_step_keeps_the_noise_level_of_its_target():
+    """With eta = 1 and nothing of the image (x0 = 0) the stochastic step lands on noise of std sigma' (the flow
+    latent's own noise level), as the VE step lands on std sigma'."""
+    from dragon_core.schedule import FLOW, VE
+
+    g = torch.Generator().manual_seed(4)
+    eps, noise = torch.randn(1, 1, 256, 256, generator=g), torch.randn(1, 1, 256, 256, generator=g)
+    for space, s, s1 in ((FLOW, 0.9, 0.6), (VE, 4.0, 2.0)):
+        x = space.latent(torch.zeros_like(eps), eps, s)
+        out = ddim_step(x, eps, eps, s, s1, eta=1.0, noise=noise, space=space)
+        assert abs(float(out.std()) - s1) < 0.01 * s1, (space.name, float(out.std()), s1)
+        det = ddim_step(x, eps, eps, s, s1, space=space)
+        assert not torch.allclose(out, det)
+
+
+def test_flow_inversion_and_sampling_retrace_a_straight_path_exactly():
+    """For one image the flow is a straight line (the model's denoised is that image everywhere): Euler inversion up
+    to sigma 1 lands on the line's noise, and DDIM/Euler sampling back returns the image, with either inversion rule."""
+    from dragon_core.schedule import FLOW
+
+    g = torch.Generator().manual_seed(5)
+    img = torch.randn(1, 3, 8, 8, generator=g)
+    sigmas = torch.tensor([1.0, 0.9, 0.7, 0.45, 0.2, 0.0])
+
+    def denoise(x, s):
+        return img.clone()
+
+    for rule in ("current", "target"):
+        lat = invert(denoise, img, sigmas, space="flow", evaluate_at=rule)
+        assert len(lat) == 6 and torch.equal(lat[0], img)
+        x = lat[-1]
+        assert torch.isfinite(x).all()
+        for i in range(5):
+            s, s1 = float(sigmas[i]), float(sigmas[i + 1])
+            den = denoise(x, s)
+            e = FLOW.eps(x, den, s)
+            x = ddim_step(x, e, e, s, s1, space=FLOW, x0=den)  # (at sigma 1 only the model's estimate has x0)
+            assert torch.allclose(x, lat[4 - i], atol=1e-5), (rule, i)
+        assert torch.allclose(x, img, atol=1e-5)
