@@ -83,9 +83,11 @@ def _flat(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask.flatten(), as_tuple=True)[0]
 
 
-def build_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.device) -> EditPlan:
-    """Map the spec onto the latent of size (h, w): feature grid (2h, 2w), latent grid (h, w)."""
-    plan = _mode_plan(spec, latent_hw, device)
+def build_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.device,
+               feature_hw: tuple[int, int] | None = None) -> EditPlan:
+    """Map the spec onto the latent of size (h, w): feature grid `feature_hw` (default (2h, 2w), the UNets'; a DiT's
+    is its image-token grid), latent grid (h, w)."""
+    plan = _mode_plan(spec, latent_hw, device, feature_hw)
     if spec.keep_background >= 0:
         # the edit region is where the regional SDE noise may act: the object's old and new places (move,
         # resize), the editable region (drag), the object (remove, appearance, paste's target)
@@ -95,9 +97,10 @@ def build_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.dev
     return plan
 
 
-def _mode_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.device) -> EditPlan:
+def _mode_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.device,
+               feature_hw: tuple[int, int] | None = None) -> EditPlan:
     h, w = latent_hw
-    gh, gw = 2 * h, 2 * w
+    gh, gw = feature_hw if feature_hw is not None else (2 * h, 2 * w)
     if spec.mode in ("move", "resize"):
         return _move_plan(spec, h, w, gh, gw, device)
     if spec.mode == "drag":

@@ -6,16 +6,24 @@ from comfy_api.latest import io
 
 from ..dragon_core.attention import KV_SOURCES, CrossBranchAttention
 from ..dragon_core.errors import DragonInputError
+from . import dit
+from .layout import layout_of
 from .types import CATEGORY
-from .unet_layout import decoder_attn1_keys, unet_of
+from .unet_layout import decoder_attn1_keys
 
 NODE = "Dragon Cross-Branch Attention Patch"
 
 
 def patch_model(model, mode: str, start: float, end: float, source: str = "inversion"):
-    """A clone of `model` with the cross-branch patch on every decoder attn1 key it has."""
-    unet = unet_of(model, NODE)
-    keys = decoder_attn1_keys(unet)
+    """A clone of `model` with the cross-branch patch on every decoder attn1 key it has; on a DiT, on every
+    attention block (its attention override: the image tokens' K/V)."""
+    layout = layout_of(model, NODE)
+    if layout.family is not None:
+        m = model.clone()
+        dit.install_pass(m, layout.family)
+        dit.set_attention(m, dit.DitAttention(mode=mode, start=start, end=end, source=source))
+        return m, []
+    keys = decoder_attn1_keys(layout.unet)
     if not keys:
         raise DragonInputError(NODE, "model", "this UNet has no decoder self-attention layers to patch.",
                                "Use an SD1.x, SD2.x or SDXL checkpoint.")

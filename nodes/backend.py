@@ -13,6 +13,7 @@ from comfy.ldm.modules.attention import attention_pytorch
 from ..dragon_core.attention import BranchState, CrossBranchAttention, StopUNet
 from .compose import grad_safe_options
 from .common import with_transformer_options
+from .dit import DitAttention
 
 
 def _differentiable_attention(func, *args, **kwargs):
@@ -124,8 +125,14 @@ def autograd_weights(unet: torch.nn.Module, on: bool):
             m._parameters[name] = p
 
 
-def cross_branch_patches(model_patcher) -> list[CrossBranchAttention]:
-    attn1 = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
+def cross_branch_patches(model_patcher) -> list:
+    """The K/V injection patches on a model: CrossBranchAttention on a UNet's attn1, a DitAttention with a mode on
+    a DiT (both answer active() and source)."""
+    to = model_patcher.model_options.get("transformer_options", {})
+    over = to.get("optimized_attention_override")
+    if isinstance(over, DitAttention) and over.mode is not None:
+        return [over]
+    attn1 = to.get("patches_replace", {}).get("attn1", {})
     return [p for p in attn1.values() if isinstance(p, CrossBranchAttention)]
 
 
@@ -155,7 +162,8 @@ class ComfyBackend:
 
     def denoise_cond(self, x, sigma, state: BranchState):
         entries = {"dragon": state}
-        if state.phase == "grad":
+        own = self.extra_args["model_options"].get("transformer_options", {}).get("optimized_attention_override")
+        if state.phase == "grad" and not isinstance(own, DitAttention):  # (a DitAttention takes care of it itself)
             entries["optimized_attention_override"] = _differentiable_attention
         mo = with_transformer_options(self.extra_args["model_options"], **entries)
         grad = state.phase == "grad"

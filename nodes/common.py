@@ -7,12 +7,11 @@ import torch
 
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.schedule import ddim_timesteps
-from .unet_layout import downscale_levels, latent_channels
 
 log = logging.getLogger("DragonDiffusion")
 
 
-def check_latent(node: str, input_name: str, latent: dict, unet) -> torch.Tensor:
+def check_latent(node: str, input_name: str, latent: dict, layout) -> torch.Tensor:
     """The single-image latent a Dragon node works on, or a clear error."""
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.ndim != 4:
@@ -23,12 +22,12 @@ def check_latent(node: str, input_name: str, latent: dict, unet) -> torch.Tensor
     if b != 1:
         raise DragonInputError(node, input_name, f"has a batch of {b}; DragonDiffusion edits one image at a time.",
                                "Use Latent From Batch to pick one image.")
-    want_c = latent_channels(unet)
+    want_c = layout.channels
     if c != want_c:
         raise DragonInputError(node, input_name,
                                f"has {c} channels but the model takes {want_c}-channel latents.",
                                "Encode the image with the VAE that belongs to this model.")
-    min_side = 2 ** downscale_levels(unet)
+    min_side = layout.min_side
     if h < min_side or w < min_side:
         raise DragonInputError(node, input_name,
                                f"is {w}x{h} latent pixels, smaller than the model's minimum of {min_side}x{min_side}.",

@@ -13,7 +13,9 @@ from comfy.ldm.modules.attention import optimized_attention
 from ..dragon_core.attention import KVBank, KVRecorder
 from ..dragon_core.errors import DragonInputError
 from ..dragon_core.inversion import Inversion, invert
-from .common import check_conditioning, check_latent, ddim_sigmas, log
+from . import dit
+from .common import check_conditioning, check_latent, log
+from .layout import Layout, layout_of
 from .types import CATEGORY, DragonInversionType
 from .unet_layout import decoder_attn1_keys, model_key, unet_of
 
@@ -24,10 +26,20 @@ DEFAULT_BANK_MB = 4096
 MB = 1024 ** 2
 
 
-def with_kv_recorder(model, bank: KVBank):
+# How flow-model inversion evaluates each step (dragon_core.schedule.inversion_step): "target", as the UNet path and
+# the official image inversion, or "current" (ComfyUI's FlipSigmas + Euler).
+FLOW_INVERSION = "target"
+
+
+def with_kv_recorder(model, bank: KVBank, layout: Layout | None = None):
     """A clone of `model` whose decoder self-attention layers also write their K/V into `bank` (an attn1 replace
-    patch already there, e.g. a Dragon Cross-Branch Attention Patch, still does the attending)."""
+    patch already there, e.g. a Dragon Cross-Branch Attention Patch, still does the attending). For a DiT: its
+    attention override records the image tokens' K/V of every attention block."""
     m = model.clone()
+    if layout is not None and layout.family is not None:
+        dit.install_pass(m, layout.family)
+        dit.set_attention(m, (dit.attention_of(model) or dit.DitAttention(mode=None)).with_bank(bank))
+        return m
     attn1 = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     for block, idx, j in decoder_attn1_keys(unet_of(model, NODE)):
         inner = attn1.get((block, idx, j), attn1.get((block, idx)))
@@ -35,7 +47,8 @@ def with_kv_recorder(model, bank: KVBank):
     return m
 
 
-def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, sink=None, bank=None):
+def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, sink=None, bank=None,
+                       space="ve"):
     """KSAMPLER function: DDIM inversion over ascending sigmas, recording every latent in `sink` and the
     decoder K/V of each step in `bank`."""
     extra_args = extra_args or {}
@@ -56,28 +69,34 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
         if callback is not None:
             callback({"i": k, "denoised": xk, "x": xk, "sigma": sigmas[k + 1], "sigma_hat": sigmas[k + 1]})
 
-    sink.extend(invert(denoise, x, torch.flip(sigmas, dims=[0]), on_step))
+    rule = FLOW_INVERSION if space == "flow" else "target"
+    sink.extend(invert(denoise, x, torch.flip(sigmas, dims=[0]), on_step, space=space, evaluate_at=rule))
     return sink[-1].to(x.device)
 
 
 def run_inversion(model, positive, samples: torch.Tensor, steps: int,
-                  kv_bank_mb: int = DEFAULT_BANK_MB) -> tuple[Inversion, torch.Tensor]:
+                  kv_bank_mb: int = DEFAULT_BANK_MB, layout: Layout | None = None) -> tuple[Inversion, torch.Tensor]:
     """Invert `samples` (an unscaled VAE latent) with the conditional prompt and no CFG, recording the K/V memory
-    bank within `kv_bank_mb` MB of host memory (0: none)."""
-    sigmas = ddim_sigmas(model, steps)
+    bank within `kv_bank_mb` MB of host memory (0: none). Flow models invert along their own sigmas (Euler steps
+    of the velocity, deterministic, n steps for the n sampling steps)."""
+    layout = layout or layout_of(model, NODE)
+    sigmas = layout.sigmas(model, steps)
     bank = KVBank(budget_bytes=int(kv_bank_mb) * MB) if kv_bank_mb > 0 else None
-    guider = comfy.samplers.CFGGuider(with_kv_recorder(model, bank) if bank is not None else model)
+    guider = comfy.samplers.CFGGuider(with_kv_recorder(model, bank, layout) if bank is not None else model)
     guider.inner_set_conds({"positive": positive})
     guider.set_cfg(1.0)
     sink: list[torch.Tensor] = []
-    sampler = comfy.samplers.KSAMPLER(_inversion_sampler, extra_options={"sink": sink, "bank": bank})
+    sampler = comfy.samplers.KSAMPLER(_inversion_sampler, extra_options={"sink": sink, "bank": bank,
+                                                                         "space": layout.space})
     ascending = torch.flip(sigmas, dims=[0])
     n = len(sigmas) - 1
     callback = latent_preview.prepare_callback(model, n)
-    noise_out = guider.sample(torch.zeros_like(samples), samples, sampler, ascending,
-                              callback=callback, disable_pbar=True, seed=0)
+    guider.sample(torch.zeros_like(samples), samples, sampler, ascending, callback=callback, disable_pbar=True, seed=0)
+    # the inverted noise as the inversion left it (the guider's output is rescaled by the model's inverse noise
+    # scaling, which for a flow model divides by 1 - sigma: infinite at sigma 1)
+    noise_out = model.model.process_latent_out(sink[-1].to(torch.float32))
     inv = Inversion(latents=sink, sigmas=sigmas, model_key=model_key(model), latent_shape=tuple(samples.shape),
-                    kv_bank=bank)
+                    kv_bank=bank, space=layout.space)
     if bank is not None and bank.dropped:
         log.info("Dragon DDIM Invert: the memory bank holds %d of %d steps (%.0f MB, kv_bank_mb %d); the other steps' K/V "
                  "are recomputed during the edit (one extra UNet pass each).", len(bank.steps), n,
@@ -120,13 +139,13 @@ class DDIMInvert(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, latent, steps, kv_bank_mb=DEFAULT_BANK_MB) -> io.NodeOutput:
-        unet = unet_of(model, NODE)
+        layout = layout_of(model, NODE)
         if not isinstance(steps, int) or steps < 1:
             raise DragonInputError(NODE, "steps", f"must be a whole number >= 1, got {steps!r}.", "Use 50 (official).")
         if not isinstance(kv_bank_mb, int) or isinstance(kv_bank_mb, bool) or kv_bank_mb < 0:
             raise DragonInputError(NODE, "kv_bank_mb", f"must be a whole number of MB >= 0, got {kv_bank_mb!r}.",
                                    f"Use {DEFAULT_BANK_MB} (or 0 to record no memory bank).")
         check_conditioning(NODE, "positive", positive)
-        samples = check_latent(NODE, "latent", latent, unet)
-        inv, noise = run_inversion(model, positive, samples, steps, kv_bank_mb)
+        samples = check_latent(NODE, "latent", latent, layout)
+        inv, noise = run_inversion(model, positive, samples, steps, kv_bank_mb, layout)
         return io.NodeOutput(inv, {"samples": noise})

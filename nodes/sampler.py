@@ -18,17 +18,18 @@ from ..dragon_core.inversion import Inversion
 from ..dragon_core.plan import build_plan
 from ..dragon_core.sampler import SampleStats, dragon_sample
 from ..dragon_core.spec import GuidanceSpec
-from . import backend
+from . import backend, dit
 from .backend import ComfyBackend, WeightCopy, cross_branch_patches
 from .common import check_conditioning, log
 from .guidance import check_reference_inversion
+from .layout import Layout, layout_of
 from .types import CATEGORY, DragonGuidanceType, DragonInversionType
-from .unet_layout import feature_blocks, model_key, pixels_per_latent, unet_of
+from .unet_layout import model_key, pixels_per_latent
 
 NODE = "Dragon Sampler"
 
 
-def grad_ready_clone(model):
+def grad_ready_clone(model, layout: Layout | None = None):
     """The Dragon clone: captures the guidance features, and its UNet weights can take part in autograd.
 
     By default the backend lets the gradient pass read the loaded weights through normal-tensor aliases
@@ -36,7 +37,10 @@ def grad_ready_clone(model):
     weight_copies variant) it carries ComfyUI weight wrappers (WeightCopy) that copy the weights in the gradient
     pass only."""
     m = model.clone()
-    m.set_model_output_block_patch(FeatureCapture())
+    if layout is not None and layout.family is not None:
+        dit.install_feature_capture(m, layout.family)
+    else:
+        m.set_model_output_block_patch(FeatureCapture())
     if backend.ALIAS_WEIGHTS_IN_GRAD:
         return m
     for name, mod in m.model.diffusion_model.named_modules():
@@ -55,6 +59,7 @@ class DragonJob:
     blocks: tuple[int, ...]
     kv_patches: list
     seed: int
+    feature_hw: Optional[tuple[int, int]] = None
     state: BranchState = field(default_factory=BranchState)
     stats: Optional[SampleStats] = None
 
@@ -65,15 +70,15 @@ def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable
         backend.step_done = lambda i, xi, den: callback({"i": i, "denoised": den, "x": xi, "sigma": sigmas[i],
                                                          "sigma_hat": sigmas[i]})
     with torch.inference_mode(False):
-        plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device)
+        plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device, job.feature_hw)
     with torch.no_grad():  # only the guidance step takes gradients (it enables them itself)
         out, job.stats = dragon_sample(backend, job.inversion, job.spec, plan, job.state, job.seed, x.device)
     job.state.kv = {}
     return out.detach()  # the last guided step's graph must not ride along with the LATENT
 
 
-def validate(model, inversion, guidance, steps) -> None:
-    unet_of(model, NODE)
+def validate(model, inversion, guidance, steps) -> Layout:
+    layout = layout_of(model, NODE)
     if not isinstance(inversion, Inversion):
         raise DragonInputError(NODE, "inversion", "must come from Dragon DDIM Invert.",
                                "Connect the inversion output of Dragon DDIM Invert run on the image you edit.")
@@ -83,6 +88,10 @@ def validate(model, inversion, guidance, steps) -> None:
     if inversion.model_key != model_key(model):
         raise DragonInputError(NODE, "inversion", "was made with another model.",
                                "Feed Dragon DDIM Invert and the Dragon Sampler the same checkpoint (LoRA/patches on top are fine).")
+    if inversion.space != layout.space:
+        made = "a flow-matching (DiT)" if inversion.space == "flow" else "an SD (UNet)"
+        raise DragonInputError(NODE, "inversion", f"was made with {made} model, not this one.",
+                               "Feed Dragon DDIM Invert and the Dragon Sampler the same checkpoint.")
     if steps != inversion.steps:
         raise DragonInputError(NODE, "steps", f"is {steps} but the inversion has {inversion.steps} steps.",
                                "Use the same number of steps in Dragon DDIM Invert and the Dragon Sampler.")
@@ -94,8 +103,9 @@ def validate(model, inversion, guidance, steps) -> None:
                                f"{w * f}x{h * f}.", "Build the masks/points from the image you inverted.")
     with on_this_node("guidance"):
         check_reference_inversion(guidance, inversion)
-        with torch.inference_mode(False):
-            build_plan(guidance, (h, w), torch.device("cpu"))  # geometry errors now, before any model runs
+        with torch.inference_mode(False):  # geometry errors now, before any model runs
+            build_plan(guidance, (h, w), torch.device("cpu"), layout.feature_hw(h, w))
+    return layout
 
 
 @contextmanager
@@ -112,17 +122,19 @@ def on_this_node(input_name: str):
 
 def run_dragon(model, positive, negative, inversion: Inversion, guidance: GuidanceSpec, steps: int, cfg: float,
                seed: int) -> tuple[torch.Tensor, DragonJob]:
-    validate(model, inversion, guidance, steps)
+    layout = validate(model, inversion, guidance, steps)
     check_conditioning(NODE, "positive", positive)
     check_conditioning(NODE, "negative", negative)
     if not (cfg == cfg and abs(cfg) != float("inf")):  # NaN passes ComfyUI's min/max check
         raise DragonInputError(NODE, "cfg", f"must be a finite number, got {cfg}.", "Use e.g. 4.")
-    clone = grad_ready_clone(model)
-    blocks = tuple(feature_blocks(unet_of(clone, NODE)))
+    clone = grad_ready_clone(model, layout)
+    blocks = layout.feature_blocks()
     kv = cross_branch_patches(clone)
     if not kv:
         log.info("Dragon Sampler: no Dragon Cross-Branch Attention Patch on the model; sampling without K/V injection.")
-    job = DragonJob(spec=guidance, inversion=inversion, blocks=blocks, kv_patches=kv, seed=seed)
+    h, w = inversion.latent_shape[-2:]
+    job = DragonJob(spec=guidance, inversion=inversion, blocks=blocks, kv_patches=kv, seed=seed,
+                    feature_hw=layout.feature_hw(h, w))
     guider = comfy.samplers.CFGGuider(clone)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)

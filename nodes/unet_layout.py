@@ -80,6 +80,7 @@ def downscale_levels(unet: UNetModel) -> int:
 
 def pixels_per_latent(model_patcher) -> int:
     """Image pixels per latent cell: 1 for a pixel-space model (3-channel identity latent format,
-    e.g. the project's toy model or Chroma Radiance), 8 for the SD families' VAEs."""
+    e.g. the project's toy models or Chroma Radiance), 8 for the SD and FLUX.1 VAEs, 16 for FLUX.2's."""
     fmt = getattr(getattr(model_patcher, "model", None), "latent_format", None)
-    return 1 if fmt is not None and type(fmt).__name__ == "ChromaRadiance" else 8
+    name = type(fmt).__name__ if fmt is not None else ""
+    return {"ChromaRadiance": 1, "Flux2": 16}.get(name, 8)  # FLUX.2's VAE: 128 channels at 1/16

@@ -1,0 +1,248 @@
+"""Flow-matching DiT models (FLUX.1 and FLUX.2, ComfyUI's Flux transformer) through ComfyUI's public extension points.
+
+Nothing of the model's code is replaced (packs that replaced `forward_orig` broke on core updates):
+- guidance features: the image stream after chosen double-stream blocks, kept by a `patches_replace["dit"]` block
+  replace that runs the original block and passes its output on; a pass that only needs features stops after the
+  last one (StopUNet, as the UNet path);
+- K/V: `transformer_options["optimized_attention_override"]`, which ComfyUI calls with q, k, v after RoPE for the
+  joint [text; image] sequence: the image-token part is what DDIM Invert's memory bank records, what the reference
+  pass keeps and what the generation pass takes from the guidance branch (the text tokens stay the branch's own);
+- gradients: a DIFFUSION_MODEL wrapper (`add_wrapper_with_key`) tells the hooks the token layout and, in the
+  gradient pass, hands the model OutOfPlace inputs (its blocks add to their streams in place, which autograd
+  refuses; dragon_core.outofplace).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+import comfy.model_sampling
+import comfy.patcher_extension
+from comfy.ldm.flux.model import Flux
+from comfy.ldm.modules.attention import attention_pytorch
+
+from ..dragon_core.attention import BranchState, KVBank, StopUNet
+from ..dragon_core.errors import DragonInputError
+from ..dragon_core.outofplace import out_of_place, plain
+
+WRAPPER_KEY = "dragondiffusion"
+
+# diffusion model classes of flow/DiT families not supported yet -> the name users know them by
+NOT_YET = {
+    "MMDiT": "SD3 / SD3.5", "OpenAISignatureMMDITWrapper": "SD3 / SD3.5", "NextDiT": "Lumina 2 / Z-Image",
+    "QwenImageTransformer2DModel": "Qwen-Image", "Chroma": "Chroma", "ChromaRadiance": "Chroma Radiance",
+    "HunyuanVideo": "HunyuanVideo", "WanModel": "Wan", "LTXVModel": "LTX-Video", "AuraFlowDiT": "AuraFlow",
+    "HiDreamImageTransformer2DModel": "HiDream", "CosmosPredict2": "Cosmos", "PixArt": "PixArt", "HunYuanDiT": "Hunyuan-DiT",
+}
+SUPPORTED = "SD1.x, SD2.x, SDXL, FLUX.1 (dev/schnell) and FLUX.2"
+
+
+@dataclass(frozen=True)
+class DitFamily:
+    """What the nodes need to know about a supported DiT."""
+
+    name: str  # "FLUX.1" or "FLUX.2"
+    patch: int  # latent cells per token side
+    double_blocks: int
+    single_blocks: int
+
+    def feature_blocks(self) -> tuple[int, ...]:
+        """Double-stream blocks whose image stream gives the guidance features: the last two (DragFlow's choice on
+        FLUX.1-dev, blocks 17 and 18 of 19), so the gradient pass stops before the single-stream blocks."""
+        return tuple(range(max(0, self.double_blocks - 2), self.double_blocks))
+
+    def token_grid(self, h: int, w: int) -> tuple[int, int]:
+        """Image tokens per side for a latent of h x w (ComfyUI pads to the patch size)."""
+        return math.ceil(h / self.patch), math.ceil(w / self.patch)
+
+
+def dit_family(model_patcher) -> DitFamily | None:
+    """The DiT family of a MODEL, None for anything else (UNets: their own path decides)."""
+    net = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+    if type(net) is Flux:
+        return DitFamily("FLUX.2" if net.params.global_modulation else "FLUX.1", int(net.patch_size),
+                         len(net.double_blocks), len(net.single_blocks))
+    return None
+
+
+def refuse_unsupported(model_patcher, node: str, input_name: str = "model") -> None:
+    """A clear refusal for a DiT/flow family the pack does not cover yet (supported DiTs and UNets pass)."""
+    if dit_family(model_patcher) is not None:
+        return
+    net = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+    kind = type(net).__name__
+    if kind in NOT_YET:
+        raise DragonInputError(node, input_name, f"this is a {NOT_YET[kind]} model ({kind}), which DragonDiffusion does "
+                               f"not support yet (supported: {SUPPORTED}).",
+                               "Load a supported checkpoint; for this family, follow the pack's issues for progress.")
+
+
+def is_flow(model_patcher) -> bool:
+    """Flow matching: ComfyUI's CONST prediction (x = (1 - sigma) x0 + sigma noise)."""
+    ms = model_patcher.get_model_object("model_sampling")
+    return isinstance(ms, comfy.model_sampling.CONST)
+
+
+def _transformer_options(args: tuple, kwargs: dict) -> dict | None:
+    to = kwargs.get("transformer_options")
+    if to is None and len(args) > 7 and isinstance(args[7], dict):  # Flux.forward's positional order
+        to = args[7]
+    return to
+
+
+class DitPass:
+    """DIFFUSION_MODEL wrapper: the token layout for the hooks ("dragon_tokens": text and image token counts,
+    "dragon_grid": the image token grid), and OutOfPlace inputs in the gradient pass."""
+
+    def __init__(self, family: DitFamily):
+        self.family = family
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, executor, *args, **kwargs):
+        x, context = args[0], args[2] if len(args) > 2 else kwargs.get("context")
+        to = _transformer_options(args, kwargs)
+        if to is not None:
+            gh, gw = self.family.token_grid(*x.shape[-2:])
+            to["dragon_tokens"] = (int(context.shape[1]) if context is not None else 0, gh * gw)
+            to["dragon_grid"] = (gh, gw)
+        st = to.get("dragon") if to is not None else None
+        if isinstance(st, BranchState) and st.phase == "grad":
+            args = tuple(a if isinstance(a, dict) else out_of_place(a) for a in args)
+            kwargs = {k: (v if isinstance(v, dict) or k == "transformer_options" else out_of_place(v))
+                      for k, v in kwargs.items()}
+            return plain(executor(*args, **kwargs))
+        return executor(*args, **kwargs)
+
+
+class DitFeatureCapture:
+    """patches_replace["dit"][("double_block", i)]: runs the block (or the replace that was there) and keeps its
+    image stream as a feature map [B, C, gh, gw] when the Dragon state asks for block i."""
+
+    def __init__(self, index: int, inner=None):
+        self.index, self.inner = index, inner
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+        to = args.get("transformer_options") or {}
+        st = to.get("dragon")
+        if isinstance(st, BranchState) and self.index in st.capture and "dragon_grid" in to:
+            gh, gw = to["dragon_grid"]
+            img = out["img"][:, :gh * gw]  # (reference latents, e.g. Kontext's, follow the image tokens)
+            st.features[self.index] = plain(img).transpose(1, 2).reshape(img.shape[0], img.shape[2], gh, gw)
+            if st.stop_after == self.index:
+                raise StopUNet()
+        return out
+
+
+def install_feature_capture(model_patcher, family: DitFamily) -> None:
+    """On a clone: feature capture on the family's feature blocks and the token-layout wrapper."""
+    replaces = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    for i in family.feature_blocks():
+        inner = replaces.get(("double_block", i))
+        model_patcher.set_model_patch_replace(DitFeatureCapture(i, inner), "dit", "double_block", i)
+    install_pass(model_patcher, family)
+
+
+def install_pass(model_patcher, family: DitFamily) -> None:
+    model_patcher.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    model_patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY,
+                                       DitPass(family))
+
+
+def _split(t: torch.Tensor, to: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, H, N, d] joint tokens -> (text, image, rest) along N."""
+    n_txt, n_img = to["dragon_tokens"]
+    return t[:, :, :n_txt], t[:, :, n_txt:n_txt + n_img], t[:, :, n_txt + n_img:]
+
+
+class DitAttention:
+    """optimized_attention_override for a DiT: the Cross-Branch Attention Patch's K/V injection, DDIM Invert's
+    memory bank recording, and differentiable attention in the gradient pass.
+
+    mode/start/end/source as CrossBranchAttention (dragon_core.attention). Keys are (block type, block index). The
+    image tokens' K/V of the guidance branch replace the generation's own ("replace") or are added to them
+    ("concat"); the text tokens stay. Outside a Dragon run it is the model's own attention.
+    """
+
+    def __init__(self, mode: str | None = "auto", start: float = 0.1, end: float = 1.0, source: str = "inversion",
+                 bank: KVBank | None = None, inner=None):
+        self.mode, self.start, self.end, self.source, self.bank, self.inner = mode, start, end, source, bank, inner
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def with_bank(self, bank: KVBank) -> "DitAttention":
+        return DitAttention(self.mode, self.start, self.end, self.source, bank, self.inner)
+
+    def active(self, step: int, steps: int) -> bool:
+        return self.mode is not None and self.start <= step / steps < self.end
+
+    def _attend(self, func, q, k, v, args, kwargs):
+        if self.inner is not None:
+            return self.inner(func, q, k, v, *args, **kwargs)
+        return func(q, k, v, *args, **kwargs)
+
+    def __call__(self, func, q, k, v, *args, **kwargs):
+        to = kwargs.get("transformer_options") or {}
+        st = to.get("dragon")
+        key = (to.get("block_type"), to.get("block_index"))
+        if "dragon_tokens" not in to:
+            return self._attend(func, q, k, v, args, kwargs)
+        if self.bank is not None and not isinstance(st, BranchState):  # DDIM Invert: record the image tokens
+            _, ki, _ = _split(k, to)
+            _, vi, _ = _split(v, to)
+            self.bank.record(key, ki, vi)
+        if isinstance(st, BranchState):
+            if st.phase == "grad":
+                return attention_pytorch(q, k, v, *args, **kwargs)  # has a backward (sage and others may not)
+            if st.phase == "reference" and self.mode is not None:
+                _, ki, _ = _split(k, to)
+                _, vi, _ = _split(v, to)
+                st.kv[key] = (ki.detach(), vi.detach())
+            elif st.phase == "generate" and key in st.kv and self.active(st.step, st.steps):
+                kr, vr = st.kv[key]
+                if st.kv_select is not None:
+                    kr, vr = _select(st.kv_select, kr, vr, to)
+                b = q.shape[0]
+                kr, vr = kr.to(q.dtype).expand(b, -1, -1, -1), vr.to(q.dtype).expand(b, -1, -1, -1)
+                kt, ki, krest = _split(k, to)
+                vt, vi, vrest = _split(v, to)
+                mode = st.kv_mode if self.mode == "auto" else self.mode
+                if mode == "replace":
+                    k, v = torch.cat([kt, kr, krest], dim=2), torch.cat([vt, vr, vrest], dim=2)
+                else:
+                    k, v = torch.cat([k, kr], dim=2), torch.cat([v, vr], dim=2)
+                st.injected[(key, st.step)] += 1
+        return self._attend(func, q, k, v, args, kwargs)
+
+
+def _select(select, k: torch.Tensor, v: torch.Tensor, to: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masked two-source K/V selection (dragon_core.plan.kv_selector) on [B, H, N, d] image tokens: it works on
+    [B, N, C] with the token grid in activations_shape."""
+    b, h, n, d = k.shape
+    gh, gw = to["dragon_grid"]
+    opts = {"activations_shape": (b, h * d, gh, gw)}
+    ks, vs = select(k.permute(0, 2, 1, 3).reshape(b, n, h * d), v.permute(0, 2, 1, 3).reshape(b, n, h * d), opts)
+    m = ks.shape[1]
+    return ks.reshape(ks.shape[0], m, h, d).permute(0, 2, 1, 3), vs.reshape(vs.shape[0], m, h, d).permute(0, 2, 1, 3)
+
+
+def attention_of(model_patcher) -> DitAttention | None:
+    over = model_patcher.model_options.get("transformer_options", {}).get("optimized_attention_override")
+    return over if isinstance(over, DitAttention) else None
+
+
+def set_attention(model_patcher, attention: DitAttention) -> None:
+    """On a clone: the DiT attention override (a foreign override already there is kept inside it)."""
+    to = model_patcher.model_options.setdefault("transformer_options", {})
+    old = to.get("optimized_attention_override")
+    if old is not None and not isinstance(old, DitAttention) and attention.inner is None:
+        attention.inner = old
+    model_patcher.model_options["transformer_options"] = {**to, "optimized_attention_override": attention}

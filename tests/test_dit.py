@@ -1,0 +1,86 @@
+"""Flow-matching DiTs (FLUX.1 / FLUX.2: ComfyUI's Flux transformer) through the nodes, on the toy DiT's architecture."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "toy"))
+
+from dragon_toy import dit as toy_dit  # noqa: E402
+
+S = 32  # the toy scenes' size: 16x16 image tokens
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def flux(comfy):
+    """The toy DiT's architecture as a ComfyUI MODEL (seeded random weights, a non-zero output layer)."""
+    torch.manual_seed(0)
+    net = toy_dit.build_flux()
+    with torch.no_grad():
+        net.final_layer.linear.weight.normal_(0, 0.02)
+    return toy_dit.load_model_patcher(state_dict=net.state_dict())
+
+
+def _scene():
+    g = torch.Generator().manual_seed(2)
+    img = torch.rand(1, S, S, 3, generator=g) * 0.2 + 0.4
+    img[:, 8:16, 8:16] = torch.tensor([0.9, 0.2, 0.1])
+    mask = torch.zeros(1, S, S)
+    mask[:, 8:16, 8:16] = 1
+    return img, mask
+
+
+def _run(comfy, model, mode="move", kv_bank_mb=64, points=None, offset=(8, 0)):
+    inv_mod = comfy.module("nodes.invert")
+    setup = comfy.module("nodes.guidance").DragonGuidanceSetup
+    patch = comfy.module("nodes.attention_patch").CrossBranchAttentionPatch
+    smp = comfy.module("nodes.sampler")
+    img, mask = _scene()
+    latent = {"samples": img.permute(0, 3, 1, 2) * 2 - 1}  # the toy's pixel-space "VAE"
+    cond = toy_dit.conditioning()
+    inv, noise = inv_mod.DDIMInvert.execute(model, cond, latent, STEPS, kv_bank_mb).args
+    spec = setup.execute(mode, offset[0], offset[1], 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0,
+                         object_mask=mask, points=points).args[0]
+    patched = patch.execute(model, "auto", 0.0, 1.0, "inversion").args[0]
+    out, job = smp.run_dragon(patched, cond, cond, inv, spec, STEPS, 1.0, 0)
+    return inv, noise, out, job
+
+
+def test_flux_is_recognised_and_inverted_along_its_own_flow_sigmas(comfy, flux):
+    layout = comfy.module("nodes.layout").layout_of(flux, "Dragon DDIM Invert")
+    assert layout.kind == "dit" and layout.space == "flow" and layout.family.name == "FLUX.1"
+    assert layout.family.feature_blocks() == (1, 2) and layout.feature_hw(S, S) == (16, 16)
+    inv, noise, _, _ = _run(comfy, flux, kv_bank_mb=0)
+    assert inv.space == "flow"
+    assert float(inv.sigmas[0]) == pytest.approx(1.0) and float(inv.sigmas[-1]) == 0.0
+    ms = flux.get_model_object("model_sampling")
+    import comfy.samplers as cs
+    assert torch.allclose(inv.sigmas, cs.calculate_sigmas(ms, "simple", STEPS).float())
+    assert len(inv.latents) == STEPS + 1 and torch.isfinite(noise["samples"]).all()
+
+
+def test_the_memory_bank_holds_the_image_tokens_k_v_of_every_attention_block(comfy, flux):
+    inv, _, _, job = _run(comfy, flux)
+    bank = inv.kv_bank
+    assert sorted(bank.steps) == list(range(STEPS))
+    keys = set(bank.steps[0])
+    net = flux.model.diffusion_model
+    assert keys == {("double", i) for i in range(len(net.double_blocks))} | {("single", i) for i in range(len(net.single_blocks))}
+    k, v = bank.steps[0][("double", 0)]
+    assert k.shape == (1, net.num_heads, 16 * 16, net.hidden_size // net.num_heads) == v.shape
+    # the edit read them: every attention block injected on every step in the patch's window
+    assert job.stats.kv_banked == STEPS
+    injected = {key for key, _ in job.state.injected}
+    assert injected == keys
+
+
+def test_a_guided_flow_edit_runs_through_the_nodes_and_its_gradient_reaches_the_latent(comfy, flux):
+    _, _, out, job = _run(comfy, flux)
+    assert out.shape == (1, 3, S, S) and torch.isfinite(out).all()
+    assert job.stats.guided_steps > 0
+    assert all(n > 0 for n in job.stats.grad_norms), job.stats.grad_norms
+    assert job.stats.unet_calls["grad"] == job.stats.guided_steps
