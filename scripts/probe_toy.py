@@ -1,6 +1,7 @@
 """Diagnostic: edits on the toy model in-process (move/resize/drag/remove/paste/appearance), with variations.
 
     .venv/bin/python scripts/probe_toy.py --mode move --energy 0 40 150 --scenes 3 [--no-copy] [--schedule dragondiffusion]
+    .venv/bin/python scripts/probe_toy.py --dit --mode move --energy 0 40 --blocks 1 2 [--inversion current]
 
 Drives the pack's own functions (run_inversion, patch_model, build_spec, run_dragon) on the settings
 scenes (seeds 0+) and prints the benchmark's metrics per energy scale. `--no-copy` replaces the edit
@@ -45,8 +46,11 @@ def main() -> None:
     ap.add_argument("--trace", action="store_true", help="print the energies and gradient norms of every guided step")
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
     ap.add_argument("--weights", help="toy weights to probe (default: the shipped ones)")
-    ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks used as guidance features "
-                    "(default: the pack's choice, unet_layout.feature_blocks)")
+    ap.add_argument("--dit", action="store_true", help="the toy flow DiT (toy/dragon_toy/dit.py) instead of the toy UNet")
+    ap.add_argument("--inversion", choices=["target", "current"],
+                    help="flow models: how each inversion step evaluates the model (nodes/invert.py FLOW_INVERSION)")
+    ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks (UNet) or double blocks (DiT) used "
+                    "as guidance features (default: the pack's choice, unet_layout.feature_blocks / DitFamily)")
     args = ap.parse_args()
     if not (0 <= args.first and args.first + args.scenes <= 1000):
         ap.error("--first/--scenes: probe only the settings scenes (seeds below 1000); the test scenes are 1000+")
@@ -69,7 +73,7 @@ def main() -> None:
     pack = sys.modules[str(PACK).replace(".", "_x_")].__name__
     mod = {k: importlib.import_module(f"{pack}.{k}") for k in
            ("nodes.invert", "nodes.sampler", "nodes.guidance", "nodes.attention_patch", "dragon_core.points",
-            "dragon_core.spec", "dragon_core.plan")}
+            "dragon_core.spec", "dragon_core.plan", "nodes.dit")}
     if args.global_fill:
         mod["dragon_core.plan"].surroundings = lambda mask, allowed: allowed
     sys.path.append(str(ROOT / "toy"))
@@ -90,11 +94,18 @@ def main() -> None:
         smp.build_plan = plain_start
     if args.blocks:
         smp.feature_blocks = lambda unet: list(args.blocks)
+        mod["nodes.dit"].DitFamily.feature_blocks = lambda self: tuple(args.blocks)
+    if args.inversion:
+        mod["nodes.invert"].FLOW_INVERSION = args.inversion
     try:  # the benchmark's --set syntax (MODE.KEY=VALUE applies to that mode only)
         settings = bench_quality.mode_overrides(bench_quality.parse_overrides(args.set), args.mode)
     except ValueError as e:
         ap.error(f"--set: {e}")
     model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
+    if args.dit:
+        from dragon_toy import dit as toy_dit
+
+        model, cond = toy_dit.load_model_patcher(args.weights), toy_dit.conditioning()
     cross = args.mode in bench_quality.PASTE_LIKE
     window = bench_quality.CROSS_KV_WINDOW if cross else (0.1, 1.0)  # the benchmark's K/V windows
     sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", *window)[0]

@@ -45,9 +45,11 @@ def velocity(net, x: torch.Tensor, sigma: torch.Tensor, guidance: torch.Tensor) 
 
 
 @torch.no_grad()
-def reconstruction_psnr(net, n: int = 16, steps: int = 30, seed: int = 123) -> dict:
+def reconstruction_psnr(net, n: int = 16, steps: int = 30, seed: int = 123, rule: str = "current") -> dict:
     """Euler inversion of n test-like scenes along the sampler's sigmas (0 -> 1), then Euler sampling back (1 -> 0):
-    PSNR of the round trip, and the inverted noise's std (1 for a Gaussian)."""
+    PSNR of the round trip, and the inverted noise's std (1 for a Gaussian). rule: where each inversion step
+    evaluates the velocity: "current" (the lower level, ComfyUI's FlipSigmas + Euler) or "target" (the same input at
+    the upper level, as the UNet path's DDIM inversion)."""
     g = torch.Generator().manual_seed(seed)
     x0 = scenes.training_batch(n, g) * 2 - 1
     u = torch.linspace(1, 0, steps + 1)
@@ -56,13 +58,13 @@ def reconstruction_psnr(net, n: int = 16, steps: int = 30, seed: int = 123) -> d
     x = x0.clone()
     for i in range(steps, 0, -1):  # up: sigma[i] -> sigma[i-1], velocity at the current (lower) level
         s0, s1 = sig[i], sig[i - 1]
-        x = x + (s1 - s0) * velocity(net, x, s0.repeat(n), guid)
+        x = x + (s1 - s0) * velocity(net, x, (s0 if rule == "current" else s1).repeat(n), guid)
     noise = x
     for i in range(steps):  # down
         s0, s1 = sig[i], sig[i + 1]
         x = x + (s1 - s0) * velocity(net, x, s0.repeat(n), guid)
     mse = float(((x - x0) / 2).square().mean())
-    return {"steps": steps, "reconstruction_psnr": round(10 * math.log10(1 / max(mse, 1e-12)), 2),
+    return {"steps": steps, "rule": rule, "reconstruction_psnr": round(10 * math.log10(1 / max(mse, 1e-12)), 2),
             "noise_std": round(float(noise.std()), 3)}
 
 
@@ -78,7 +80,16 @@ def main() -> None:
     ap.add_argument("--out", default=dit.WEIGHTS)
     ap.add_argument("--state", default=os.path.join(ROOT, ".cache", "train_toy_dit", "state.pt"))
     ap.add_argument("--fresh", action="store_true", help="ignore a saved state and start again")
+    ap.add_argument("--check", metavar="WEIGHTS", help="only print the reconstruction check of these weights (both "
+                    "inversion rules, 10/30/50 steps)")
     args = ap.parse_args()
+    if args.check:
+        torch.set_num_threads(args.threads)
+        net = dit.load_flux(args.check)
+        for steps in (10, 30, 50):
+            for rule in ("current", "target"):
+                print(reconstruction_psnr(net, steps=steps, rule=rule), flush=True)
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -158,7 +169,7 @@ def main() -> None:
     save()
     say(f"# done: {it} iterations, {it * args.batch} images, cpu {spent() / 60:.1f} min; final loss (EMA of batch "
         f"loss) {running}; weights {os.path.relpath(args.out, ROOT)}")
-    say(f"# check: {reconstruction_psnr(ema)}")
+    say(f"# check: {reconstruction_psnr(ema)} {reconstruction_psnr(ema, rule='target')}")
 
 
 if __name__ == "__main__":

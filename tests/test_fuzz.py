@@ -367,6 +367,8 @@ ALLOWED_FILE_ACCESS = {
                                  "input folder), before anything is decoded",
     ("toy/dragon_toy/model.py", "safe_open"): "the toy model's weights (safetensors, read only): the bundled file, or "
                                               "$DRAGON_TOY_WEIGHTS set by whoever starts the server, never a prompt input",
+    ("toy/dragon_toy/dit.py", "load_file"): "the toy DiT's weights (safetensors, read only): the bundled file, or "
+                                            "$DRAGON_TOY_DIT_WEIGHTS set by whoever starts the server, never a prompt input",
 }
 
 
