@@ -189,10 +189,14 @@ def _banked_kv(plan: EditPlan, inversion: Inversion, i: int, device: torch.devic
 
 
 def _inversion_input(inversion: Inversion, i: int) -> torch.Tensor:
-    """The model input of the inversion step that reached denoising step i's level: the latent one level less
-    noisy, as the model saw it, expressed at step i's sigma (the VP latent for a UNet; x itself for a flow model)."""
+    """The model input of the inversion step that evaluated the model at denoising step i's level (what the memory
+    bank recorded there): the latent one level less noisy, as the model saw it, expressed at step i's sigma (the VP
+    latent for a UNet; x itself for a flow model); with the "current" inversion rule, the latent at step i's own
+    level, evaluated there."""
     n = inversion.steps
     space = SPACES[inversion.space]
+    if inversion.extra.get("evaluate_at") == "current":
+        return inversion.latents[n - i]
     lower, s = float(inversion.sigmas[i + 1]), float(inversion.sigmas[i])
     return inversion.latents[n - i - 1] * (space.model_scale(lower) / space.model_scale(s))
 

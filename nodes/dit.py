@@ -28,6 +28,10 @@ from ..dragon_core.errors import DragonInputError
 from ..dragon_core.outofplace import out_of_place, plain
 
 WRAPPER_KEY = "dragondiffusion"
+# Which attention blocks the Cross-Branch patch injects the guidance branch's image K/V into (the memory bank records
+# every block): "single" (the single-stream blocks, the later part of the network, as the UNet path injects only
+# the decoder's self-attention), "double", or "all". Chosen on the toy DiT (README, Flow / DiT models).
+KV_BLOCKS = "single"
 
 # diffusion model classes of flow/DiT families not supported yet -> the name users know them by
 NOT_YET = {
@@ -206,7 +210,8 @@ class DitAttention:
                 _, ki, _ = _split(k, to)
                 _, vi, _ = _split(v, to)
                 st.kv[key] = (ki.detach(), vi.detach())
-            elif st.phase == "generate" and key in st.kv and self.active(st.step, st.steps):
+            elif (st.phase == "generate" and key in st.kv and self.active(st.step, st.steps)
+                  and KV_BLOCKS in ("all", key[0])):
                 kr, vr = st.kv[key]
                 if st.kv_select is not None:
                     kr, vr = _select(st.kv_select, kr, vr, to)

@@ -26,9 +26,10 @@ DEFAULT_BANK_MB = 4096
 MB = 1024 ** 2
 
 
-# How flow-model inversion evaluates each step (dragon_core.schedule.inversion_step): "target", as the UNet path and
-# the official image inversion, or "current" (ComfyUI's FlipSigmas + Euler).
-FLOW_INVERSION = "target"
+# How flow-model inversion evaluates each step (dragon_core.schedule.inversion_step): "current" (the velocity at the
+# lower level: the exact reverse of the Euler steps the sampler takes, ComfyUI's FlipSigmas + Euler) or "target" (as
+# the UNet path and the official image inversion). On the toy DiT "current" reconstructed better (README, Flow / DiT).
+FLOW_INVERSION = "current"
 
 
 def with_kv_recorder(model, bank: KVBank, layout: Layout | None = None):
@@ -54,12 +55,19 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
     n, done = len(sigmas) - 1, [0]
+    rule = FLOW_INVERSION if space == "flow" else "target"
 
     def denoise(x_in, sigma):
         if bank is None:
             return model(x_in, sigma * s_in, **extra_args)
-        bank.begin(n - 1 - done[0])  # inversion step k reaches the level of denoising step n - 1 - k
+        k = done[0]
         done[0] += 1
+        # the denoising step whose level this model call is at: inversion step k reaches the level of denoising
+        # step n - 1 - k and (target rule) evaluates there; the current rule evaluates at the level it starts from,
+        # denoising step n - k, except from the image level (k = 0), which is no denoising step's
+        if rule == "current" and k == 0:
+            return model(x_in, sigma * s_in, **extra_args)
+        bank.begin(n - 1 - k if rule == "target" else n - k)
         try:
             return model(x_in, sigma * s_in, **extra_args)
         finally:
@@ -69,7 +77,6 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
         if callback is not None:
             callback({"i": k, "denoised": xk, "x": xk, "sigma": sigmas[k + 1], "sigma_hat": sigmas[k + 1]})
 
-    rule = FLOW_INVERSION if space == "flow" else "target"
     sink.extend(invert(denoise, x, torch.flip(sigmas, dims=[0]), on_step, space=space, evaluate_at=rule))
     return sink[-1].to(x.device)
 
@@ -96,7 +103,8 @@ def run_inversion(model, positive, samples: torch.Tensor, steps: int,
     # scaling, which for a flow model divides by 1 - sigma: infinite at sigma 1)
     noise_out = model.model.process_latent_out(sink[-1].to(torch.float32))
     inv = Inversion(latents=sink, sigmas=sigmas, model_key=model_key(model), latent_shape=tuple(samples.shape),
-                    kv_bank=bank, space=layout.space)
+                    kv_bank=bank, space=layout.space,
+                    extra={"evaluate_at": FLOW_INVERSION if layout.space == "flow" else "target"})
     if bank is not None and bank.dropped:
         log.info("Dragon DDIM Invert: the memory bank holds %d of %d steps (%.0f MB, kv_bank_mb %d); the other steps' K/V "
                  "are recomputed during the edit (one extra UNet pass each).", len(bank.steps), n,

@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
     ap.add_argument("--weights", help="toy weights to probe (default: the shipped ones)")
     ap.add_argument("--dit", action="store_true", help="the toy flow DiT (toy/dragon_toy/dit.py) instead of the toy UNet")
+    ap.add_argument("--kv-blocks", choices=["single", "double", "all"],
+                    help="DiT: the blocks K/V are injected into (nodes/dit.py KV_BLOCKS)")
     ap.add_argument("--inversion", choices=["target", "current"],
                     help="flow models: how each inversion step evaluates the model (nodes/invert.py FLOW_INVERSION)")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks (UNet) or double blocks (DiT) used "
@@ -95,17 +97,20 @@ def main() -> None:
     if args.blocks:
         smp.feature_blocks = lambda unet: list(args.blocks)
         mod["nodes.dit"].DitFamily.feature_blocks = lambda self: tuple(args.blocks)
+    if args.kv_blocks:
+        mod["nodes.dit"].KV_BLOCKS = args.kv_blocks
     if args.inversion:
         mod["nodes.invert"].FLOW_INVERSION = args.inversion
     try:  # the benchmark's --set syntax (MODE.KEY=VALUE applies to that mode only)
         settings = bench_quality.mode_overrides(bench_quality.parse_overrides(args.set), args.mode)
     except ValueError as e:
         ap.error(f"--set: {e}")
-    model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
     if args.dit:
         from dragon_toy import dit as toy_dit
 
-        model, cond = toy_dit.load_model_patcher(args.weights), toy_dit.conditioning()
+        model, vae, cond = toy_dit.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_dit.conditioning()
+    else:
+        model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
     cross = args.mode in bench_quality.PASTE_LIKE
     window = bench_quality.CROSS_KV_WINDOW if cross else (0.1, 1.0)  # the benchmark's K/V windows
     sampling_model = model if args.no_kv else mod["nodes.attention_patch"].patch_model(model, "auto", *window)[0]

@@ -34,7 +34,7 @@ def _scene():
     return img, mask
 
 
-def _run(comfy, model, mode="move", kv_bank_mb=64, points=None, offset=(8, 0)):
+def _run(comfy, model, mode="move", kv_bank_mb=64, points=None, offset=(8, 0), inv=None):
     inv_mod = comfy.module("nodes.invert")
     setup = comfy.module("nodes.guidance").DragonGuidanceSetup
     patch = comfy.module("nodes.attention_patch").CrossBranchAttentionPatch
@@ -42,7 +42,9 @@ def _run(comfy, model, mode="move", kv_bank_mb=64, points=None, offset=(8, 0)):
     img, mask = _scene()
     latent = {"samples": img.permute(0, 3, 1, 2) * 2 - 1}  # the toy's pixel-space "VAE"
     cond = toy_dit.conditioning()
-    inv, noise = inv_mod.DDIMInvert.execute(model, cond, latent, STEPS, kv_bank_mb).args
+    noise = None
+    if inv is None:
+        inv, noise = inv_mod.DDIMInvert.execute(model, cond, latent, STEPS, kv_bank_mb).args
     spec = setup.execute(mode, offset[0], offset[1], 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0,
                          object_mask=mask, points=points).args[0]
     patched = patch.execute(model, "auto", 0.0, 1.0, "inversion").args[0]
@@ -66,16 +68,29 @@ def test_flux_is_recognised_and_inverted_along_its_own_flow_sigmas(comfy, flux):
 def test_the_memory_bank_holds_the_image_tokens_k_v_of_every_attention_block(comfy, flux):
     inv, _, _, job = _run(comfy, flux)
     bank = inv.kv_bank
-    assert sorted(bank.steps) == list(range(STEPS))
-    keys = set(bank.steps[0])
+    # flow inversion evaluates each step at its lower level ("current"): every level but the top (sigma 1, pure
+    # noise, where the sampler computes it)
+    assert inv.extra["evaluate_at"] == "current"
+    assert sorted(bank.steps) == list(range(1, STEPS))
+    keys = set(bank.steps[1])
     net = flux.model.diffusion_model
     assert keys == {("double", i) for i in range(len(net.double_blocks))} | {("single", i) for i in range(len(net.single_blocks))}
-    k, v = bank.steps[0][("double", 0)]
+    k, v = bank.steps[1][("double", 0)]
     assert k.shape == (1, net.num_heads, 16 * 16, net.hidden_size // net.num_heads) == v.shape
-    # the edit read them: every attention block injected on every step in the patch's window
-    assert job.stats.kv_banked == STEPS
+    # the edit read them, and injected into the single-stream blocks (nodes/dit.py KV_BLOCKS) on every step
+    assert job.stats.kv_banked == STEPS - 1
     injected = {key for key, _ in job.state.injected}
-    assert injected == keys
+    assert injected == {("single", i) for i in range(len(net.single_blocks))}
+    assert {step for _, step in job.state.injected} == set(range(STEPS))
+
+
+def test_a_banked_flow_edit_is_the_recomputed_edit_bit_for_bit(comfy, flux):
+    """The bank's K/V are what the sampler's reference pass computes for the same step (the bank only saves passes)."""
+    inv_b, _, out_b, job_b = _run(comfy, flux, kv_bank_mb=64)
+    _, _, out_p, job_p = _run(comfy, flux, kv_bank_mb=0)
+    assert job_b.stats.kv_banked == STEPS - 1 and job_p.stats.kv_banked == 0
+    assert job_p.stats.unet_calls["reference"] - job_b.stats.unet_calls["reference"] == STEPS - 1
+    assert torch.equal(out_b, out_p), float((out_b - out_p).abs().max())
 
 
 def test_a_guided_flow_edit_runs_through_the_nodes_and_its_gradient_reaches_the_latent(comfy, flux):
