@@ -99,3 +99,66 @@ def test_a_guided_flow_edit_runs_through_the_nodes_and_its_gradient_reaches_the_
     assert job.stats.guided_steps > 0
     assert all(n > 0 for n in job.stats.grad_norms), job.stats.grad_norms
     assert job.stats.unet_calls["grad"] == job.stats.guided_steps
+
+
+@pytest.fixture(scope="module")
+def flux2(comfy):
+    """A tiny FLUX.2 (ComfyUI's Flux class with FLUX.2's shared modulation, SiLU MLP, patch 1, 128 latent channels)."""
+    import comfy.latent_formats
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=16,
+               hidden_size=64, mlp_ratio=3.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 8, 8, 8],
+               theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, global_modulation=True,
+               mlp_silu_act=True, ops_bias=False, default_ref_method="index", ref_index_scale=10.0)
+    mc = comfy.supported_models.Flux2(dict(cfg))
+    mc.set_inference_dtype(torch.float32, None)
+    model = mc.get_model({})
+    torch.manual_seed(1)
+    for p in model.diffusion_model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def test_a_flux2_model_edits_through_the_same_nodes(comfy, flux2):
+    layout = comfy.module("nodes.layout").layout_of(flux2, "Dragon Sampler")
+    assert layout.family.name == "FLUX.2" and layout.channels == 128 and layout.feature_hw(4, 4) == (4, 4)
+    assert comfy.module("nodes.unet_layout").pixels_per_latent(flux2) == 16  # FLUX.2's VAE: 1/16
+    inv_mod = comfy.module("nodes.invert")
+    setup = comfy.module("nodes.guidance").DragonGuidanceSetup
+    patch = comfy.module("nodes.attention_patch").CrossBranchAttentionPatch
+    smp = comfy.module("nodes.sampler")
+    g = torch.Generator().manual_seed(3)
+    latent = {"samples": torch.randn(1, 128, 4, 4, generator=g)}  # a 64x64 image
+    cond = [[torch.randn(1, 3, 16, generator=g), {"pooled_output": None}]]
+    inv, _ = inv_mod.DDIMInvert.execute(flux2, cond, latent, 4, 64).args
+    mask = torch.zeros(1, 64, 64)
+    mask[:, 16:32, 16:32] = 1
+    spec = setup.execute("move", 16, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "dragondiffusion", 0.0, 0.8, -1.0,
+                         object_mask=mask).args[0]
+    patched = patch.execute(flux2, "auto", 0.0, 1.0, "inversion").args[0]
+    out, job = smp.run_dragon(patched, cond, cond, inv, spec, 4, 1.0, 0)
+    assert out.shape == (1, 128, 4, 4) and torch.isfinite(out).all()
+    assert job.stats.guided_steps > 0 and all(n > 0 for n in job.stats.grad_norms)
+    assert job.stats.kv_banked == 3 and job.state.injected
+
+
+def test_a_flux_inversion_is_refused_by_a_unet_sampler_and_a_unet_latent_by_flux(comfy, flux):
+    """Bad input: an inversion of the other kind of model; a latent of the wrong channel count."""
+    DragonInputError = comfy.module("dragon_core.errors").DragonInputError
+    inv_mod = comfy.module("nodes.invert")
+    with pytest.raises(DragonInputError, match=r"Dragon DDIM Invert: input 'latent': has 4 channels but the model takes 3"):
+        inv_mod.DDIMInvert.execute(flux, toy_dit.conditioning(), {"samples": torch.zeros(1, 4, 32, 32)}, 4, 0)
+    inv, _, _, _ = _run(comfy, flux, kv_bank_mb=0)
+    smp = comfy.module("nodes.sampler")
+    unet = comfy.tiny.tiny_sd1(0)
+    inv.model_key = comfy.module("nodes.unet_layout").model_key(unet)  # as if made with this model: the space tells
+    setup = comfy.module("nodes.guidance").DragonGuidanceSetup
+    mask = torch.zeros(1, S, S)
+    mask[:, 8:16, 8:16] = 1
+    spec = setup.execute("move", 8, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0,
+                         object_mask=mask).args[0]
+    with pytest.raises(DragonInputError, match=r"Dragon Sampler: input 'inversion': was made with a flow-matching"):
+        smp.validate(unet, inv, spec, STEPS)
