@@ -36,6 +36,7 @@ comfy_args.cpu = True  # training needs only ComfyUI's UNet class; keep model_ma
 from dragon_toy import check  # noqa: E402
 from dragon_toy import model as toy_model  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
+from dragon_toy.training import optimizer_step  # noqa: E402
 
 
 def main() -> None:
@@ -106,14 +107,7 @@ def main() -> None:
             pred = unet(xt, t.float(), context=ctx)
         target = eps if args.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0
         loss = torch.nn.functional.mse_loss(pred.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + it) / (10 + it))
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - decay)
+        optimizer_step(opt, loss, unet, ema, it)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         it += 1
         if it % 100 == 0:

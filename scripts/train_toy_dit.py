@@ -36,6 +36,7 @@ comfy_args.cpu = True
 
 from dragon_core.outofplace import out_of_place, plain  # noqa: E402
 from dragon_toy import dit, scenes  # noqa: E402
+from dragon_toy.training import optimizer_step  # noqa: E402
 
 
 def velocity(net, x: torch.Tensor, sigma: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
@@ -150,14 +151,7 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             v = velocity(net, xt, sigma, guid)
         loss = torch.nn.functional.mse_loss(v.float(), noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(0.999, (1 + it) / (10 + it))
-            for pe, p in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(p, 1 - decay)
+        optimizer_step(opt, loss, net, ema, it)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         it += 1
         if it % 100 == 0:

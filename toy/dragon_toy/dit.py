@@ -98,16 +98,10 @@ def model_config():
 
 def load_model_patcher(path: str | None = None, state_dict: dict | None = None):
     """The toy DiT as a ComfyUI MODEL (ModelPatcher), as a checkpoint loader gives a FLUX.1-dev model."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
+    from .model import patcher_with
 
     sd = state_dict if state_dict is not None else _read(path or weights_path())
-    model = model_config().get_model({})
-    missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"toy DiT weights do not fit the toy Flux: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
+    return patcher_with(model_config().get_model({}), sd, "toy DiT weights do not fit the toy Flux")
 
 
 def conditioning():

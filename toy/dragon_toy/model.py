@@ -97,8 +97,6 @@ def load_model_patcher(path: str | None = None):
     v-prediction as its weights say."""
     import comfy.latent_formats
     import comfy.model_base
-    import comfy.model_management as mm
-    import comfy.model_patcher
     import comfy.supported_models
 
     sd, pred = _read(path or weights_path())
@@ -109,9 +107,18 @@ def load_model_patcher(path: str | None = None):
         model = comfy.model_base.BaseModel(mc, model_type=comfy.model_base.ModelType.V_PREDICTION)
     else:
         model = mc.get_model({})
+    return patcher_with(model, sd, "toy weights do not fit the toy UNet")
+
+
+def patcher_with(model, sd: dict, misfit: str):
+    """A ComfyUI model with `sd` loaded into its diffusion model, as a MODEL (ModelPatcher); `misfit` starts the
+    error when the weights are not this architecture's."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
     missing, unexpected = model.diffusion_model.load_state_dict(sd, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"toy weights do not fit the toy UNet: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise RuntimeError(f"{misfit}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 
