@@ -162,3 +162,16 @@ def test_a_flux_inversion_is_refused_by_a_unet_sampler_and_a_unet_latent_by_flux
                          object_mask=mask).args[0]
     with pytest.raises(DragonInputError, match=r"Dragon Sampler: input 'inversion': was made with a flow-matching"):
         smp.validate(unet, inv, spec, STEPS)
+
+
+def test_few_step_flow_inversion_is_warned_about(comfy, flux, caplog):
+    img, _ = _scene()
+    latent = {"samples": img.permute(0, 3, 1, 2) * 2 - 1}
+    inv_mod = comfy.module("nodes.invert")
+    with caplog.at_level("WARNING", logger="DragonDiffusion"):
+        inv_mod.DDIMInvert.execute(flux, toy_dit.conditioning(), latent, 4, 0)
+    assert any("4 steps on a flow model" in r.getMessage() and "30 or more" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="DragonDiffusion"):
+        inv_mod.DDIMInvert.execute(flux, toy_dit.conditioning(), latent, 30, 0)
+    assert not any("on a flow model" in r.getMessage() for r in caplog.records)
