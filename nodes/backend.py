@@ -13,7 +13,7 @@ from comfy.ldm.modules.attention import attention_pytorch
 from ..dragon_core.attention import BranchState, CrossBranchAttention, StopUNet
 from .compose import grad_safe_options
 from .common import with_transformer_options
-from .dit import DitAttention
+from .dit import DitAttention, attention_of
 
 
 def _differentiable_attention(func, *args, **kwargs):
@@ -128,11 +128,10 @@ def autograd_weights(unet: torch.nn.Module, on: bool):
 def cross_branch_patches(model_patcher) -> list:
     """The K/V injection patches on a model: CrossBranchAttention on a UNet's attn1, a DitAttention with a mode on
     a DiT (both answer active() and source)."""
-    to = model_patcher.model_options.get("transformer_options", {})
-    over = to.get("optimized_attention_override")
-    if isinstance(over, DitAttention) and over.mode is not None:
+    over = attention_of(model_patcher)
+    if over is not None and over.mode is not None:
         return [over]
-    attn1 = to.get("patches_replace", {}).get("attn1", {})
+    attn1 = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
     return [p for p in attn1.values() if isinstance(p, CrossBranchAttention)]
 
 

@@ -72,9 +72,8 @@ def dit_family(model_patcher) -> DitFamily | None:
 
 
 def refuse_unsupported(model_patcher, node: str, input_name: str = "model") -> None:
-    """A clear refusal for a DiT/flow family the pack does not cover yet (supported DiTs and UNets pass)."""
-    if dit_family(model_patcher) is not None:
-        return
+    """A clear refusal for a DiT/flow family the pack does not cover yet, for a model dit_family() did not take
+    (UNets pass: their own check follows)."""
     net = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
     kind = type(net).__name__
     if kind in NOT_YET:

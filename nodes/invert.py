@@ -17,7 +17,7 @@ from . import dit
 from .common import check_conditioning, check_latent, log
 from .layout import Layout, layout_of
 from .types import CATEGORY, DragonInversionType
-from .unet_layout import decoder_attn1_keys, model_key, unet_of
+from .unet_layout import decoder_attn1_keys, model_key
 
 NODE = "Dragon DDIM Invert"
 # Host memory for the K/V memory bank by default: a whole 50-step bank of SD1.5 at 768^2 in fp16 (3.1 GB, the
@@ -33,17 +33,17 @@ FLOW_INVERSION = "current"
 FLOW_MIN_STEPS = 30  # below this a flow model's inversion is warned about (README, Flow / DiT models)
 
 
-def with_kv_recorder(model, bank: KVBank, layout: Layout | None = None):
+def with_kv_recorder(model, bank: KVBank, layout: Layout):
     """A clone of `model` whose decoder self-attention layers also write their K/V into `bank` (an attn1 replace
     patch already there, e.g. a Dragon Cross-Branch Attention Patch, still does the attending). For a DiT: its
     attention override records the image tokens' K/V of every attention block."""
     m = model.clone()
-    if layout is not None and layout.family is not None:
+    if layout.family is not None:
         dit.install_pass(m, layout.family)
         dit.set_attention(m, (dit.attention_of(model) or dit.DitAttention(mode=None)).with_bank(bank))
         return m
     attn1 = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn1", {})
-    for block, idx, j in decoder_attn1_keys(unet_of(model, NODE)):
+    for block, idx, j in decoder_attn1_keys(layout.unet):
         inner = attn1.get((block, idx, j), attn1.get((block, idx)))
         m.set_model_attn1_replace(KVRecorder(bank, optimized_attention, inner), block, idx, j)
     return m
