@@ -14,10 +14,12 @@ Nothing of the model's code is replaced (packs that replaced `forward_orig` brok
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+import comfy.model_management
 import comfy.model_sampling
 import comfy.patcher_extension
 from comfy.ldm.flux.model import Flux
@@ -117,8 +119,26 @@ class DitPass:
             args = tuple(a if isinstance(a, dict) else out_of_place(a) for a in args)
             kwargs = {k: (v if isinstance(v, dict) or k == "transformer_options" else out_of_place(v))
                       for k, v in kwargs.items()}
-            return plain(executor(*args, **kwargs))
+            with _differentiable_kernels():
+                return plain(executor(*args, **kwargs))
         return executor(*args, **kwargs)
+
+
+@contextmanager
+def _differentiable_kernels():
+    """ComfyUI 0.33+ runs Flux's RoPE through comfy-kitchen kernels that have no backward, except while its own
+    training switch (model_management.in_training, set by its LoRA trainer) is on: on for the gradient pass only.
+    Older versions have neither (their RoPE is plain PyTorch)."""
+    mm = comfy.model_management
+    before = getattr(mm, "in_training", None)
+    if before is None:
+        yield
+        return
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        mm.in_training = before
 
 
 class DitFeatureCapture:

@@ -113,6 +113,12 @@ def flux2(comfy):
                hidden_size=64, mlp_ratio=3.0, num_heads=2, depth=2, depth_single_blocks=2, axes_dim=[8, 8, 8, 8],
                theta=2000, patch_size=1, qkv_bias=False, guidance_embed=True, global_modulation=True,
                mlp_silu_act=True, ops_bias=False, default_ref_method="index", ref_index_scale=10.0)
+    import dataclasses
+
+    from comfy.ldm.flux.model import FluxParams
+
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(FluxParams)}:  # ComfyUI 0.33+: as its detection gives
+        cfg["txt_ids_dims"] = [3]
     mc = comfy.supported_models.Flux2(dict(cfg))
     mc.set_inference_dtype(torch.float32, None)
     model = mc.get_model({})

@@ -32,12 +32,25 @@ def weights_path() -> str:
     return os.environ.get(WEIGHTS_ENV) or WEIGHTS
 
 
+def flux_config() -> dict:
+    """FLUX_CONFIG as this ComfyUI's Flux class takes it: versions that know text-token position ids (0.33 and later)
+    need txt_ids_dims, [] for FLUX.1 as their model detection gives it."""
+    import dataclasses
+
+    from comfy.ldm.flux.model import FluxParams
+
+    cfg = dict(FLUX_CONFIG)
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(FluxParams)}:
+        cfg.setdefault("txt_ids_dims", [])
+    return cfg
+
+
 def build_flux(dtype=torch.float32):
     """A freshly initialised Flux transformer (ComfyUI's class) for training."""
     import comfy.ops
     from comfy.ldm.flux.model import Flux
 
-    net = Flux(**FLUX_CONFIG, dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init)
+    net = Flux(**flux_config(), dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init)
     for m in net.modules():  # ComfyUI skips initialisation; use PyTorch's defaults
         for base in (torch.nn.Linear, torch.nn.LayerNorm):
             if isinstance(m, base):
@@ -89,7 +102,7 @@ def model_config():
     import comfy.latent_formats
     import comfy.supported_models
 
-    mc = comfy.supported_models.Flux(dict(FLUX_CONFIG))
+    mc = comfy.supported_models.Flux(flux_config())
     mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
     mc.sampling_settings = {"shift": SHIFT}
     mc.set_inference_dtype(torch.float32, None)
