@@ -12,7 +12,14 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "toy"))
 from dragon_core.outofplace import OutOfPlace, out_of_place, plain  # noqa: E402
 from dragon_toy import dit  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("comfy")  # ComfyUI's Flux class, imported in-process
+
+
+@pytest.fixture(autouse=True)
+def differentiable(comfy):
+    """ComfyUI's Flux class, imported in-process, with the kernels the pack's gradient pass runs (ComfyUI 0.33+
+    runs RoPE through kernels that have a backward only while its training switch is on)."""
+    with comfy.module("nodes.dit")._differentiable_kernels():
+        yield
 
 
 def _net():

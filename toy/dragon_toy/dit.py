@@ -51,18 +51,29 @@ def build_flux(dtype=torch.float32):
     from comfy.ldm.flux.model import Flux
 
     net = Flux(**flux_config(), dtype=dtype, device="cpu", operations=comfy.ops.disable_weight_init)
-    for m in net.modules():  # ComfyUI skips initialisation; use PyTorch's defaults
-        for base in (torch.nn.Linear, torch.nn.LayerNorm):
-            if isinstance(m, base):
-                base.reset_parameters(m)
-                break
-        if type(m).__name__ == "RMSNorm" and getattr(m, "scale", None) is not None:
+    # ComfyUI skips initialisation (its weights start as torch.empty: whatever the memory held); use PyTorch's
+    # defaults. Its RMSNorm is Flux's own (a `scale`) up to 0.3.x and a torch.nn.RMSNorm (`weight`) from 0.33 on.
+    bases = tuple(b for b in (torch.nn.Linear, torch.nn.LayerNorm, getattr(torch.nn, "RMSNorm", None)) if b)
+    for m in net.modules():
+        base = base_of(m, bases)
+        if base is not None:
+            base.reset_parameters(m)
+        elif type(m).__name__ == "RMSNorm" and getattr(m, "scale", None) is not None:
             with torch.no_grad():
                 m.scale.fill_(1.0)
+    left = [n for n, m in net.named_modules() for p in m.parameters(recurse=False)
+            if base_of(m, bases) is None and type(m).__name__ != "RMSNorm"]
+    if left:  # a new ComfyUI that adds a kind of layer this does not know: better refused than random memory
+        raise RuntimeError(f"build_flux: no initialisation for the parameters of {left[:4]}")
     with torch.no_grad():  # start as the zero predictor at the output, a common stabiliser
         net.final_layer.linear.weight.zero_()
         net.final_layer.linear.bias.zero_()
     return net
+
+
+def base_of(m, bases: tuple):
+    """The first of the torch.nn classes `bases` module m is an instance of, or None."""
+    return next((b for b in bases if isinstance(m, b)), None)
 
 
 def sigmas_for(u: torch.Tensor) -> torch.Tensor:
