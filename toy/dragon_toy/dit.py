@@ -104,7 +104,7 @@ def _read(path: str) -> dict:
 def load_flux(path: str | None = None):
     """The trained toy DiT as a plain fp32 module (training-side checks)."""
     net = build_flux()
-    net.load_state_dict(_read(path or weights_path()))
+    net.load_state_dict(model_config().process_unet_state_dict(_read(path or weights_path())))
     return net.eval().requires_grad_(False)
 
 
@@ -124,8 +124,10 @@ def load_model_patcher(path: str | None = None, state_dict: dict | None = None):
     """The toy DiT as a ComfyUI MODEL (ModelPatcher), as a checkpoint loader gives a FLUX.1-dev model."""
     from .model import patcher_with
 
+    mc = model_config()
     sd = state_dict if state_dict is not None else _read(path or weights_path())
-    return patcher_with(model_config().get_model({}), sd, "toy DiT weights do not fit the toy Flux")
+    # as ComfyUI's checkpoint loader: 0.33+ renames the BFL files' RMSNorm "scale" to torch's "weight"
+    return patcher_with(mc.get_model({}), mc.process_unet_state_dict(sd), "toy DiT weights do not fit the toy Flux")
 
 
 def conditioning():
