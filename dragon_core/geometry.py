@@ -118,13 +118,14 @@ def drag_region(spec: GuidanceSpec, gh: int, gw: int) -> torch.Tensor:
     return region
 
 
-def pair_patches(pairs: tuple[PointPair, ...], cell_w: float, cell_h: float, gh: int, gw: int):
-    """(handle patch, target patch) flat indices for each pair: 3x3 cells, kept 1 cell inside."""
+def pair_patches(pairs: tuple[PointPair, ...], cell_w: float, cell_h: float, gh: int, gw: int, radius: int = 1):
+    """(handle patch, target patch) flat indices for each pair: (2r+1)^2 cells (the official 3x3 at radius 1), kept
+    inside the grid."""
     out = []
     for pr in pairs:
-        hr, hc = cell_of(*pr.handle, cell_w, cell_h, gh, gw, margin=1)
-        tr, tc = cell_of(*pr.target, cell_w, cell_h, gh, gw, margin=1)
-        out.append((patch(hr, hc, gh, gw), patch(tr, tc, gh, gw)))
+        hr, hc = cell_of(*pr.handle, cell_w, cell_h, gh, gw, margin=radius)
+        tr, tc = cell_of(*pr.target, cell_w, cell_h, gh, gw, margin=radius)
+        out.append((patch(hr, hc, gh, gw, radius), patch(tr, tc, gh, gw, radius)))
     return out
 
 

@@ -84,10 +84,11 @@ def _flat(mask: torch.Tensor) -> torch.Tensor:
 
 
 def build_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.device,
-               feature_hw: tuple[int, int] | None = None) -> EditPlan:
+               feature_hw: tuple[int, int] | None = None, patch_radius: int = 1) -> EditPlan:
     """Map the spec onto the latent of size (h, w): feature grid `feature_hw` (default (2h, 2w), the UNets'; a DiT's
-    is its image-token grid), latent grid (h, w)."""
-    plan = _mode_plan(spec, latent_hw, device, feature_hw)
+    is its image-token grid), latent grid (h, w). patch_radius: drag's feature patch around each point, in feature
+    cells (the official 3x3: 1; DiTs use region patches, see nodes/dit.py)."""
+    plan = _mode_plan(spec, latent_hw, device, feature_hw, patch_radius)
     if spec.keep_background >= 0:
         # the edit region is where the regional SDE noise may act: the object's old and new places (move,
         # resize), the editable region (drag), the object (remove, appearance, paste's target)
@@ -98,13 +99,13 @@ def build_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.dev
 
 
 def _mode_plan(spec: GuidanceSpec, latent_hw: tuple[int, int], device: torch.device,
-               feature_hw: tuple[int, int] | None = None) -> EditPlan:
+               feature_hw: tuple[int, int] | None = None, patch_radius: int = 1) -> EditPlan:
     h, w = latent_hw
     gh, gw = feature_hw if feature_hw is not None else (2 * h, 2 * w)
     if spec.mode in ("move", "resize"):
         return _move_plan(spec, h, w, gh, gw, device)
     if spec.mode == "drag":
-        return _drag_plan(spec, h, w, gh, gw, device)
+        return _drag_plan(spec, h, w, gh, gw, device, patch_radius)
     if spec.mode == "remove":
         return _remove_plan(spec, h, w, gh, gw, device)
     if spec.mode == "paste":
@@ -202,7 +203,7 @@ def _start_from_surroundings(x: torch.Tensor, x_t: torch.Tensor, region: torch.T
     x.flatten(2)[:, :, idx] = (mean + noise * spread * fresh).to(x.dtype)
 
 
-def _drag_plan(spec, h, w, gh, gw, device) -> EditPlan:
+def _drag_plan(spec, h, w, gh, gw, device, radius: int = 1) -> EditPlan:
     if not spec.pairs:
         raise DragonInputError("Dragon Guidance Setup", "points", "drag mode needs at least one handle->target pair.",
                                "Click a handle and then its target in the Dragon Mask/Point Editor.")
@@ -211,7 +212,7 @@ def _drag_plan(spec, h, w, gh, gw, device) -> EditPlan:
         raise DragonInputError("Dragon Guidance Setup", "object_mask", "the editable region is empty.",
                                "Paint the area that may change, or leave the mask unconnected.")
     cw, ch = spec.width / gw, spec.height / gh
-    patches = [(a.to(device), b.to(device)) for a, b in pair_patches(spec.pairs, cw, ch, gh, gw)]
+    patches = [(a.to(device), b.to(device)) for a, b in pair_patches(spec.pairs, cw, ch, gh, gw, radius)]
     outside = _flat(~region).to(device)
     weights = dict(w_edit=spec.w_edit, w_content=spec.w_content, w_inpaint=spec.w_inpaint)
 

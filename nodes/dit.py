@@ -34,6 +34,8 @@ WRAPPER_KEY = "dragondiffusion"
 # every block): "single" (the single-stream blocks, the later part of the network, as the UNet path injects only
 # the decoder's self-attention), "double", or "all". Chosen on the toy DiT (README, Flow / DiT models).
 KV_BLOCKS = "single"
+# Drag's feature patches on DiTs, half-width in tokens (DitFamily.drag_patch_radius; the UNets keep the official 1).
+DRAG_PATCH_RADIUS = 2
 
 # diffusion model classes of flow/DiT families not supported yet -> the name users know them by
 NOT_YET = {
@@ -58,6 +60,13 @@ class DitFamily:
         """Double-stream blocks whose image stream gives the guidance features: the last two (DragFlow's choice on
         FLUX.1-dev, blocks 17 and 18 of 19), so the gradient pass stops before the single-stream blocks."""
         return tuple(range(max(0, self.double_blocks - 2), self.double_blocks))
+
+    def drag_patch_radius(self) -> int:
+        """Drag compares (2r+1)^2-token patches around each handle and target: r = 2, region patches. On the toy DiT
+        (settings scenes, bench/dit-probe-features.txt) the official 3x3 point patches barely moved the handle
+        (IoU 0.06 -> 0.09 over no energy), 5x5 patches did (0.37), 7x7 no better (0.33): DragFlow's finding that
+        point-level supervision fails on DiT features and region-level works."""
+        return DRAG_PATCH_RADIUS
 
     def token_grid(self, h: int, w: int) -> tuple[int, int]:
         """Image tokens per side for a latent of h x w (ComfyUI pads to the patch size)."""

@@ -31,6 +31,10 @@ class Layout:
         decoder features are interpolated to it), the image-token grid for DiTs."""
         return self.family.token_grid(h, w) if self.family is not None else (2 * h, 2 * w)
 
+    def patch_radius(self) -> int:
+        """Drag's feature patch half-width in feature cells: the official 3x3 (1) on UNets; region patches on DiTs."""
+        return self.family.drag_patch_radius() if self.family is not None else 1
+
     def sigmas(self, model_patcher, steps: int) -> torch.Tensor:
         """The inversion/sampling schedule: the official DDIM timesteps for UNets; for flow models the model's own
         sigmas with its shift (ComfyUI's "simple" scheduler, the one FLUX workflows use), 1 down to 0."""

@@ -60,6 +60,7 @@ class DragonJob:
     kv_patches: list
     seed: int
     feature_hw: Optional[tuple[int, int]] = None
+    patch_radius: int = 1
     state: BranchState = field(default_factory=BranchState)
     stats: Optional[SampleStats] = None
 
@@ -70,7 +71,7 @@ def _dragon_sampler_fn(model, x, sigmas, extra_args=None, callback=None, disable
         backend.step_done = lambda i, xi, den: callback({"i": i, "denoised": den, "x": xi, "sigma": sigmas[i],
                                                          "sigma_hat": sigmas[i]})
     with torch.inference_mode(False):
-        plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device, job.feature_hw)
+        plan = build_plan(job.spec, tuple(x.shape[-2:]), x.device, job.feature_hw, job.patch_radius)
     with torch.no_grad():  # only the guidance step takes gradients (it enables them itself)
         out, job.stats = dragon_sample(backend, job.inversion, job.spec, plan, job.state, job.seed, x.device)
     job.state.kv = {}
@@ -104,7 +105,7 @@ def validate(model, inversion, guidance, steps) -> Layout:
     with on_this_node("guidance"):
         check_reference_inversion(guidance, inversion)
         with torch.inference_mode(False):  # geometry errors now, before any model runs
-            build_plan(guidance, (h, w), torch.device("cpu"), layout.feature_hw(h, w))
+            build_plan(guidance, (h, w), torch.device("cpu"), layout.feature_hw(h, w), layout.patch_radius())
     return layout
 
 
@@ -134,7 +135,7 @@ def run_dragon(model, positive, negative, inversion: Inversion, guidance: Guidan
         log.info("Dragon Sampler: no Dragon Cross-Branch Attention Patch on the model; sampling without K/V injection.")
     h, w = inversion.latent_shape[-2:]
     job = DragonJob(spec=guidance, inversion=inversion, blocks=blocks, kv_patches=kv, seed=seed,
-                    feature_hw=layout.feature_hw(h, w))
+                    feature_hw=layout.feature_hw(h, w), patch_radius=layout.patch_radius())
     guider = comfy.samplers.CFGGuider(clone)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)

@@ -38,8 +38,9 @@ import comfy_server  # noqa: E402
 from make_workflows import CROSS_IMAGE as PASTE_LIKE  # noqa: E402
 from make_workflows import CROSS_KV_WINDOW  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
+from dragon_toy import dit as toy_dit  # noqa: E402
 from dragon_toy.model import WEIGHTS, WEIGHTS_ENV  # noqa: E402
-from dragon_toy.settings import bench_args  # noqa: E402
+from dragon_toy.settings import DIT_GUIDANCE, bench_args  # noqa: E402
 
 TEST_SEED_BASE = 1000
 OBJ_TOL = 0.2  # RGB distance that counts as "the object's colour"
@@ -87,10 +88,11 @@ class Graph:
         return nid
 
 
-def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps: int, prefix: str) -> tuple[dict, dict]:
+def scene_prompt(info: dict, mode: str, seed: int, runs: dict[str, dict], steps: int, prefix: str,
+                 loader_class: str = "DragonToy_ModelLoader") -> tuple[dict, dict]:
     """One prompt editing one scene several ways (the inversion is shared); returns (prompt, save node ids)."""
     g = Graph(info)
-    loader = g.node("DragonToy_ModelLoader")
+    loader = g.node(loader_class)
     model, vae, cond = [loader, 0], [loader, 1], [loader, 2]
     sc = g.node("DragonToy_Scene", mode=mode, scene=seed)
     enc = g.node("VAEEncode", pixels=[sc, 0], vae=vae)
@@ -330,10 +332,14 @@ def main() -> None:
                     help="Guidance Setup inputs of the main method, e.g. energy_scale=80, or of one mode: "
                          "move.schedule=dragondiffusion (default: the toy model's, toy/dragon_toy/settings.py: "
                          f"{' '.join(bench_args())}; --set alone: every mode at the pack's defaults)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "quality.json"))
-    ap.add_argument("--strip-dir", default=str(ROOT / "bench"))
+    ap.add_argument("--dit", action="store_true",
+                    help="the toy flow DiT (toy/dragon_toy/dit.py: ComfyUI's Flux class) instead of the toy UNet, with "
+                         "its settings (toy/dragon_toy/settings.py DIT_GUIDANCE); writes bench/quality-dit.json and "
+                         "bench/dit/strip_*.png unless --out/--strip-dir say otherwise")
+    ap.add_argument("--out")
+    ap.add_argument("--strip-dir")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--weights", default=WEIGHTS,
+    ap.add_argument("--weights",
                     help="toy model weights to benchmark (default: the shipped ones), e.g. a candidate from "
                          "scripts/train_toy.py --out /tmp/candidate.safetensors")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
@@ -344,6 +350,11 @@ def main() -> None:
                     help="only print the Dragon result of OTHER minus MAIN per mode, paired on their common test "
                          "scenes (e.g. two runs at different --steps)")
     args = ap.parse_args()
+    args.out = args.out or str(ROOT / "bench" / ("quality-dit.json" if args.dit else "quality.json"))
+    args.strip_dir = args.strip_dir or str(ROOT / "bench" / ("dit" if args.dit else ""))
+    args.weights = args.weights or (toy_dit.WEIGHTS if args.dit else WEIGHTS)
+    if args.dit and "--set" not in sys.argv:
+        args.set = bench_args(DIT_GUIDANCE)
     if args.markdown:
         print(markdown_tables(json.loads(Path(args.markdown).read_text())))
         return
@@ -371,7 +382,7 @@ def main() -> None:
     weights = Path(args.weights).resolve()
     if not weights.is_file():
         ap.error(f"--weights: no file at {weights}")
-    os.environ[WEIGHTS_ENV] = str(weights)  # read by the server's Toy Model Loader
+    os.environ[toy_dit.WEIGHTS_ENV if args.dit else WEIGHTS_ENV] = str(weights)  # read by the server's toy loader
     comfy_server.ensure_environment()
     try:
         overrides = parse_overrides(args.set)
@@ -388,6 +399,7 @@ def main() -> None:
     info = srv.get("/object_info")
     report: dict = {"command": " ".join(sys.argv[1:]), "steps": args.steps, "scenes": args.scenes,
                     "seeds": [seeds[0], seeds[-1]], "overrides": overrides, "threads": args.threads,
+                    "model": "toy DiT" if args.dit else "toy UNet",
                     "weights": {"path": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
                                 "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
@@ -410,7 +422,8 @@ def main() -> None:
                 # one prompt per run so that ComfyUI's timestamps time each edit; the scene and its
                 # inversion stay cached between them, so "dragon" (first) includes the inversion
                 for name, run in runs.items():
-                    prompt, saves = scene_prompt(info, mode, seed, {name: run}, args.steps, "bench")
+                    prompt, saves = scene_prompt(info, mode, seed, {name: run}, args.steps, "bench",
+                                                 "DragonToy_DiTLoader" if args.dit else "DragonToy_ModelLoader")
                     h = srv.run_ok(prompt, timeout=600)
                     out = load_png(srv.image_paths(h, saves[name])[0])
                     images[name][seed] = out

@@ -51,6 +51,8 @@ def main() -> None:
                     help="DiT: the blocks K/V are injected into (nodes/dit.py KV_BLOCKS)")
     ap.add_argument("--inversion", choices=["target", "current"],
                     help="flow models: how each inversion step evaluates the model (nodes/invert.py FLOW_INVERSION)")
+    ap.add_argument("--patch-radius", type=int, help="drag/landmarks: the half-width of each point's feature patch "
+                    "in feature cells (default: the pack's, nodes/layout.py patch_radius: 1 on UNets, the official 3x3, 2 on DiTs)")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks (UNet) or double blocks (DiT) used "
                     "as guidance features (default: the pack's choice, unet_layout.feature_blocks / DitFamily)")
     args = ap.parse_args()
@@ -97,6 +99,8 @@ def main() -> None:
     if args.blocks:
         smp.feature_blocks = lambda unet: list(args.blocks)
         mod["nodes.dit"].DitFamily.feature_blocks = lambda self: tuple(args.blocks)
+    if args.patch_radius is not None:
+        importlib.import_module(f"{pack}.nodes.layout").Layout.patch_radius = lambda self: args.patch_radius
     if args.kv_blocks:
         mod["nodes.dit"].KV_BLOCKS = args.kv_blocks
     if args.inversion:

@@ -101,6 +101,18 @@ def test_a_guided_flow_edit_runs_through_the_nodes_and_its_gradient_reaches_the_
     assert job.stats.unet_calls["grad"] == job.stats.guided_steps
 
 
+def test_drag_on_a_dit_compares_region_patches(comfy, flux):
+    """DiTs drag with 5x5-token patches (nodes/dit.py DRAG_PATCH_RADIUS, measured on the toy DiT); UNets keep the
+    official 3x3."""
+    layout_of = comfy.module("nodes.layout").layout_of
+    assert layout_of(flux, "x").patch_radius() == 2 and layout_of(comfy.tiny.tiny_sd1(0), "x").patch_radius() == 1
+    points = comfy.module("dragon_core.points")
+    pairs = points.parse_points("t", "points", '[{"x": 12, "y": 12}, {"x": 20, "y": 12}]', S, S)
+    drag = comfy.module("dragon_core.spec").DragPoints(pairs=pairs, width=S, height=S)
+    _, _, out, job = _run(comfy, flux, mode="drag", points=drag, offset=(0, 0))
+    assert job.patch_radius == 2 and torch.isfinite(out).all() and job.stats.guided_steps > 0
+
+
 @pytest.fixture(scope="module")
 def flux2(comfy):
     """A tiny FLUX.2 (ComfyUI's Flux class with FLUX.2's shared modulation, SiLU MLP, patch 1, 128 latent channels)."""

@@ -38,6 +38,16 @@ def test_drag_patches_on_a_wide_image_sit_at_the_points():
     assert set(cols.tolist()) == {29, 30, 31} and set(rows.tolist()) == {11, 12, 13}
 
 
+def test_region_patches_are_wider_and_kept_inside_the_grid():
+    """Radius 2 (DiTs' drag): 5x5 cells around each point, the centre moved inward at the border, none repeated."""
+    (handle, target), = pair_patches((PointPair((100.0, 10.0), (120.0, 50.0)),), 4.0, 4.0, 16, 32, radius=2)
+    assert handle.numel() == target.numel() == 25 and handle.unique().numel() == 25
+    rows, cols = handle // 32, handle % 32
+    assert set(cols.tolist()) == {23, 24, 25, 26, 27} and set(rows.tolist()) == {0, 1, 2, 3, 4}
+    rows, cols = target // 32, target % 32
+    assert set(cols.tolist()) == {27, 28, 29, 30, 31} and set(rows.tolist()) == {10, 11, 12, 13, 14}
+
+
 def test_move_warp_shifts_the_footprint_by_the_offset_in_grid_units():
     spec = _spec(offset=(40.0, 8.0))
     warp = object_warp(spec, 16, 32)  # 4 px per cell

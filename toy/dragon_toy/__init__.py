@@ -43,6 +43,30 @@ class ToyModelLoader:
         return toy_model.load_model_patcher(), toy_model.pixel_vae(), toy_model.empty_conditioning()
 
 
+class ToyDiTLoader:
+    """MODEL, VAE and CONDITIONING of the project's toy flow DiT (ComfyUI's Flux class, tiny, pixel space)."""
+
+    DESCRIPTION = ("Loads the project's small flow-matching DiT (ComfyUI's Flux transformer, 2.7 M parameters, 32x32 "
+                   "synthetic scenes, no download): the shipped weights, or the file named by $DRAGON_TOY_DIT_WEIGHTS.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL", "VAE", "CONDITIONING")
+    RETURN_NAMES = ("model", "vae", "conditioning")
+    OUTPUT_TOOLTIPS = ("The toy DiT: a FLUX.1-dev-shaped model (flow matching, guidance embedding, shift 1.15).",
+                       "Pixel-space conversion VAE (image*2-1).",
+                       "One zero text token: the model is unconditional; use it as positive and negative.")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self):
+        from . import dit
+
+        return dit.load_model_patcher(), toy_model.pixel_vae(), dit.conditioning()
+
+
 class ToyScene:
     """A benchmark scene with its ground truth, drawn from (mode, scene number)."""
 
@@ -79,9 +103,11 @@ class ToyScene:
 
 NODE_CLASS_MAPPINGS = {
     "DragonToy_ModelLoader": ToyModelLoader,
+    "DragonToy_DiTLoader": ToyDiTLoader,
     "DragonToy_Scene": ToyScene,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DragonToy_ModelLoader": "Toy Model Loader (DragonDiffusion demo)",
+    "DragonToy_DiTLoader": "Toy DiT Loader (DragonDiffusion demo)",
     "DragonToy_Scene": "Toy Scene (DragonDiffusion demo)",
 }

@@ -40,6 +40,10 @@ GUIDANCE = {
 }
 
 
-def bench_args() -> list[str]:
-    """The settings as scripts/bench_quality.py --set items (MODE.KEY=VALUE)."""
-    return [f"{mode}.{k}={v}" for mode, kv in GUIDANCE.items() for k, v in kv.items()]
+# The toy flow DiT's (toy/dragon_toy/dit.py; issue #28), chosen on the settings scenes (bench/dit-probe-*.txt).
+DIT_GUIDANCE = {mode: dict(kv) for mode, kv in GUIDANCE.items()}
+
+
+def bench_args(guidance: dict | None = None) -> list[str]:
+    """The settings as scripts/bench_quality.py --set items (MODE.KEY=VALUE): the toy UNet's, or `guidance`."""
+    return [f"{mode}.{k}={v}" for mode, kv in (guidance or GUIDANCE).items() for k, v in kv.items()]
