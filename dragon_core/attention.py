@@ -163,6 +163,9 @@ class BranchState:
     injected: Counter = field(default_factory=Counter)  # (key, step) -> injections (for tests, stats)
     # masked K/V (remove/paste/appearance): (k, v, extra_options) of the reference pass -> tokens to inject
     kv_select: Callable | None = None
+    # the edit region on the latent grid [1, 1, h, w] (the plan's sde_mask): where a DiT's "outside" K/V injection lets
+    # the generation keep its own K/V (nodes/dit.py KV_REGION)
+    edit_region: torch.Tensor | None = None
 
     def __deepcopy__(self, memo):  # ComfyUI deep-copies model_options: share, don't copy
         return self

@@ -80,6 +80,7 @@ def dragon_sample(backend: Backend, inversion: Inversion, spec: GuidanceSpec, pl
     state.steps = n
     state.kv_mode = spec.kv_mode
     state.kv_select = plan.kv_select
+    state.edit_region = plan.sde_mask
     x = plan.initial(inversion.noise.to(device))
     anchor_steps = round(spec.anchor_end * n)
     trend_want = plan.trend.target(inversion.latents[0].to(device)) if plan.trend is not None else None

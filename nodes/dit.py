@@ -34,6 +34,10 @@ WRAPPER_KEY = "dragondiffusion"
 # every block): "single" (the single-stream blocks, the later part of the network, as the UNet path injects only
 # the decoder's self-attention), "double", or "all". Chosen on the toy DiT (README, Flow / DiT models).
 KV_BLOCKS = "single"
+# Which image tokens take the guidance branch's K/V when a replace injection is active: "all" (every image token, as
+# the UNet path's decoder self-attention) or "outside" (only the tokens outside the edit region; inside, the
+# generation keeps its own K/V: KV-Edit's scheme). Chosen on the toy DiT (README, Flow / DiT models).
+KV_REGION = "outside"
 # Drag's feature patches on DiTs, half-width in tokens (DitFamily.drag_patch_radius; the UNets keep the official 1).
 DRAG_PATCH_RADIUS = 2
 
@@ -249,11 +253,21 @@ class DitAttention:
                 vt, vi, vrest = _split(v, to)
                 mode = st.kv_mode if self.mode == "auto" else self.mode
                 if mode == "replace":
+                    if KV_REGION == "outside" and st.kv_select is None and st.edit_region is not None:
+                        own = _tokens_in(st.edit_region, to["dragon_grid"]).to(k.device)
+                        kr, vr = torch.where(own, ki, kr), torch.where(own, vi, vr)
                     k, v = torch.cat([kt, kr, krest], dim=2), torch.cat([vt, vr, vrest], dim=2)
                 else:
                     k, v = torch.cat([k, kr], dim=2), torch.cat([v, vr], dim=2)
                 st.injected[(key, st.step)] += 1
         return self._attend(func, q, k, v, args, kwargs)
+
+
+def _tokens_in(region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A latent-grid mask [1, 1, h, w] as image tokens [1, 1, N, 1] (bool): a token is in where any of its cells is."""
+    gh, gw = grid
+    m = torch.nn.functional.adaptive_max_pool2d(region.float().reshape(1, 1, *region.shape[-2:]), (gh, gw))
+    return (m.flatten() > 0).view(1, 1, -1, 1)
 
 
 def _select(select, k: torch.Tensor, v: torch.Tensor, to: dict) -> tuple[torch.Tensor, torch.Tensor]:

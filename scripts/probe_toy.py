@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--dit", action="store_true", help="the toy flow DiT (toy/dragon_toy/dit.py) instead of the toy UNet")
     ap.add_argument("--kv-blocks", choices=["single", "double", "all"],
                     help="DiT: the blocks K/V are injected into (nodes/dit.py KV_BLOCKS)")
+    ap.add_argument("--kv-region", choices=["all", "outside"],
+                    help="DiT: which image tokens a replace injection gives the bank's K/V (nodes/dit.py KV_REGION)")
     ap.add_argument("--inversion", choices=["target", "current"],
                     help="flow models: how each inversion step evaluates the model (nodes/invert.py FLOW_INVERSION)")
     ap.add_argument("--patch-radius", type=int, help="drag/landmarks: the half-width of each point's feature patch "
@@ -101,6 +103,8 @@ def main() -> None:
         mod["nodes.dit"].DitFamily.feature_blocks = lambda self: tuple(args.blocks)
     if args.patch_radius is not None:
         importlib.import_module(f"{pack}.nodes.layout").Layout.patch_radius = lambda self: args.patch_radius
+    if args.kv_region:
+        mod["nodes.dit"].KV_REGION = args.kv_region
     if args.kv_blocks:
         mod["nodes.dit"].KV_BLOCKS = args.kv_blocks
     if args.inversion:

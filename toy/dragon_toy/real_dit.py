@@ -88,24 +88,28 @@ def model_config(which: str, depth: int = 1, depth_single: int = 1, dtype=torch.
 def init_random(net: torch.nn.Module, seed: int = 0) -> None:
     """Random weights a forward pass stays finite and of order one with: linear layers N(0, 1/fan_in) (biases 0),
     norms 1; ComfyUI leaves its weights uninitialised."""
-    g = torch.Generator().manual_seed(seed)
+    gens: dict = {}
     with torch.no_grad():
         for m in net.modules():
             norm = "Norm" in type(m).__name__
             for p in m.parameters(recurse=False):
-                if p.ndim >= 2:
-                    p.copy_((torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5).to(p.dtype))
+                if p.ndim >= 2:  # drawn where the weight lives (a GPU draws a 12 B model in seconds)
+                    g = gens.setdefault(p.device, torch.Generator(device=p.device).manual_seed(seed))
+                    p.normal_(0.0, p.shape[1] ** -0.5, generator=g)
                 else:
                     p.fill_(1.0 if norm else 0.0)
 
 
-def load_model_patcher(which: str, depth: int = 1, depth_single: int = 1, dtype=torch.float32, seed: int = 0):
-    """A ModelPatcher of the released architecture `which` at a reduced depth with random weights."""
+def load_model_patcher(which: str, depth: int = 1, depth_single: int = 1, dtype=torch.float32, seed: int = 0,
+                       init: bool = True):
+    """A ModelPatcher of the released architecture `which` at a reduced depth with random weights (init=False: the
+    caller draws them, e.g. after ComfyUI moved the model to the GPU)."""
     import comfy.model_management as mm
     import comfy.model_patcher
 
     model = model_config(which, depth, depth_single, dtype).get_model({})
-    init_random(model.diffusion_model, seed)
+    if init:
+        init_random(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 
