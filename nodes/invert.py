@@ -88,7 +88,7 @@ def run_inversion(model, positive, samples: torch.Tensor, steps: int,
     bank within `kv_bank_mb` MB of host memory (0: none). Flow models invert along their own sigmas (Euler steps
     of the velocity, deterministic, n steps for the n sampling steps)."""
     layout = layout or layout_of(model, NODE)
-    sigmas = layout.sigmas(model, steps)
+    sigmas = layout.sigmas(model, steps, tuple(samples.shape[-2:]))
     bank = KVBank(budget_bytes=int(kv_bank_mb) * MB) if kv_bank_mb > 0 else None
     guider = comfy.samplers.CFGGuider(with_kv_recorder(model, bank, layout) if bank is not None else model)
     guider.inner_set_conds({"positive": positive})

@@ -152,6 +152,13 @@ def test_a_flux2_model_edits_through_the_same_nodes(comfy, flux2):
     latent = {"samples": torch.randn(1, 128, 4, 4, generator=g)}  # a 64x64 image
     cond = [[torch.randn(1, 3, 16, generator=g), {"pooled_output": None}]]
     inv, _ = inv_mod.DDIMInvert.execute(flux2, cond, latent, 4, 64).args
+    # inverted along FLUX.2's own schedule (ComfyUI's Flux2Scheduler: its shift from the token count), not "simple"
+    from comfy_extras.nodes_flux import get_schedule
+    import comfy.samplers as cs
+
+    assert torch.allclose(inv.sigmas, torch.as_tensor(get_schedule(4, 16), dtype=torch.float32))
+    simple = cs.calculate_sigmas(flux2.get_model_object("model_sampling"), "simple", 4).float()
+    assert not torch.allclose(inv.sigmas, simple, atol=1e-3)
     mask = torch.zeros(1, 64, 64)
     mask[:, 16:32, 16:32] = 1
     spec = setup.execute("move", 16, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "dragondiffusion", 0.0, 0.8, -1.0,
