@@ -24,6 +24,11 @@ OUT = ROOT / "workflows"
 # Output names/types per class, for the UI format.
 OUTPUTS = {
     "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+    "UNETLoader": [("MODEL", "MODEL")],
+    "DualCLIPLoader": [("CLIP", "CLIP")],
+    "CLIPLoader": [("CLIP", "CLIP")],
+    "VAELoader": [("VAE", "VAE")],
+    "FluxGuidance": [("CONDITIONING", "CONDITIONING")],
     "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
     "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
     "VAEEncode": [("LATENT", "LATENT")],
@@ -44,7 +49,8 @@ OUTPUTS = {
 INPUT_TYPES = {"model": "MODEL", "clip": "CLIP", "vae": "VAE", "pixels": "IMAGE", "samples": "LATENT", "images": "IMAGE",
                "positive": "CONDITIONING", "negative": "CONDITIONING", "latent": "LATENT", "inversion": "DRAGON_INVERSION",
                "guidance": "DRAGON_GUIDANCE", "image": "IMAGE", "mask": "MASK", "object_mask": "MASK",
-               "points": "DRAGON_POINTS", "reference_mask": "MASK", "reference_inversion": "DRAGON_INVERSION"}
+               "points": "DRAGON_POINTS", "reference_mask": "MASK", "reference_inversion": "DRAGON_INVERSION",
+               "conditioning": "CONDITIONING"}
 SETUP_DEFAULTS = [("offset_x", 0), ("offset_y", 0), ("scale", 1.0), ("energy_scale", -1.0), ("w_edit", -1.0),
                   ("w_content", -1.0), ("w_contrast", -1.0), ("w_inpaint", -1.0), ("schedule", "diffeditor"),
                   ("guidance_start", 0.0), ("guidance_end", 0.6), ("sde_strength", -1.0), ("keep_background", -1),
@@ -134,6 +140,54 @@ THUMB_STRIP = {"move": "move", "resize": "resize", "drag": "drag", "remove": "re
                "appearance": "appearance", "landmark": "drag"}
 
 
+# Flow-matching DiTs (issue #28): the same graphs with the model, text encoders and VAE loaded as ComfyUI's own FLUX
+# templates load them, FluxGuidance on the prompt (guidance-distilled: cfg 1, no negative pass), 30 steps (Dragon DDIM
+# Invert warns below 30 on flow models), and Guidance Setup at the toy DiT's settings (toy/dragon_toy/settings.py
+# DIT_GUIDANCE, chosen on its settings scenes) as starting points: there is no official code for DiTs to be faithful to.
+DIT_FAMILIES = {
+    "flux1": dict(label="FLUX.1", unet="flux1-dev.safetensors",
+                  clip=("DualCLIPLoader", [("clip_name1", "clip_l.safetensors"), ("clip_name2", "t5xxl_fp16.safetensors"),
+                                           ("type", "flux")]), vae="ae.safetensors", guidance=3.5),
+    "flux2": dict(label="FLUX.2", unet="flux2_dev_fp8mixed.safetensors",
+                  clip=("CLIPLoader", [("clip_name", "mistral_3_small_flux2_bf16.safetensors"), ("type", "flux2")]),
+                  vae="flux2-vae.safetensors", guidance=4.0),
+}
+DIT_EXAMPLES = ("dragon_move", "dragon_drag", "dragon_paste")
+DIT_STEPS = 30
+DIT_TITLES = {"dragon_move": "move", "dragon_drag": "drag points", "dragon_paste": "paste"}
+FILE_INPUTS = ("ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "image")
+
+
+def dit_graph(name: str, family: str) -> list:
+    """The SD graph of `name` rebuilt for a FLUX family: loaders, FluxGuidance, steps, cfg 1, the DiT settings."""
+    sys.path.append(str(ROOT / "toy"))
+    from dragon_toy.settings import DIT_GUIDANCE
+
+    fam = DIT_FAMILIES[family]
+    mode, points, _, prompt = EXAMPLES[name]
+    nodes = graph(mode, points, DIT_GUIDANCE.get(mode, {}), prompt, "sd15")
+    clip, vae, guided = (17, 0), (19, 0), (18, 0)
+    remap = {(1, 1): clip, (1, 2): vae, (3, 0): guided, (4, 0): guided}
+    out = [(1, "UNETLoader", [("unet_name", fam["unet"]), ("weight_dtype", "default")], {}),
+           (17, fam["clip"][0], fam["clip"][1], {}),
+           (18, "FluxGuidance", [("guidance", fam["guidance"])], {"conditioning": (3, 0)}),
+           (19, "VAELoader", [("vae_name", fam["vae"])], {})]
+    for nid, ctype, widgets, links in nodes:
+        if nid in (1, 4):  # the checkpoint (now three loaders) and the negative prompt (cfg 1 does not run it)
+            continue
+        if ctype in ("DragonDiffusion_DDIMInvert", "DragonDiffusion_Sampler"):
+            widgets = [(k, DIT_STEPS if k == "steps" else (1.0 if k == "cfg" else v)) for k, v in widgets]
+        out.append((nid, ctype, widgets, {k: remap.get(v, v) for k, v in links.items()}))
+        if nid == 15:  # paste's reference prompt: guided as the main one
+            out.append((20, "FluxGuidance", [("guidance", fam["guidance"])], {"conditioning": (15, 0)}))
+            remap[(15, 0)] = (20, 0)
+    return out
+
+
+def dit_title(name: str, family: str) -> str:
+    return f"Dragon - {DIT_FAMILIES[family]['label']} {DIT_TITLES[name]}"
+
+
 def title(name: str) -> str:
     """The template's file name, which the browser shows as its title and its description.
 
@@ -178,7 +232,8 @@ def node_size(ctype: str, widgets: list, links: dict) -> list[int]:
 
 
 # Columns left to right along the data flow; each group spans whole columns, so groups never overlap.
-COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoader": 0,
+COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoader": 0, "UNETLoader": 0,
+          "DualCLIPLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "FluxGuidance": 0,
           "LoadImage": 1, "DragonToy_Scene": 1, "DragonDiffusion_MaskPointEditor": 2, "DragonDiffusion_Landmarks": 2,
           "VAEEncode": 3, "DragonDiffusion_DDIMInvert": 3,
           "DragonDiffusion_GuidanceSetup": 4, "DragonDiffusion_CrossBranchAttention": 4,
@@ -317,6 +372,11 @@ def render() -> dict[str, str]:
         if family == "sd15":
             files[f"workflows/{title(name)}.json"] = json.dumps(ui_format(unclicked(nodes)), indent=1) + "\n"
         files[f"workflows/api/{fname}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
+    for family in DIT_FAMILIES:
+        for name in DIT_EXAMPLES:
+            nodes = dit_graph(name, family)
+            files[f"workflows/{dit_title(name, family)}.json"] = json.dumps(ui_format(unclicked(nodes)), indent=1) + "\n"
+            files[f"workflows/api/{name}_{family}.api.json"] = json.dumps(api_format(nodes), indent=1) + "\n"
     toy = toy_graph()
     files["toy/dragon_toy/workflows/Toy demo - move the painted object.json"] = json.dumps(ui_format(toy), indent=1) + "\n"
     files["toy/dragon_toy/workflows/api/toy_drag.api.json"] = json.dumps(api_format(toy), indent=1) + "\n"
@@ -364,11 +424,18 @@ def thumbnails() -> dict[str, "object"]:
             d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=c, outline="white")
 
     out = {}
-    for name in EXAMPLES:
+    # (file title, example, the strip the result comes from, the families it serves): the FLUX templates show the
+    # toy DiT's result where its benchmark has run (bench/dit/)
+    cards = [(title(name), name, ROOT / "bench", "SD1.5 · SDXL") for name in EXAMPLES]
+    cards += [(dit_title(name, f), name, ROOT / "bench" / "dit", DIT_FAMILIES[f]["label"])
+              for f in DIT_FAMILIES for name in DIT_EXAMPLES]
+    for card_title, name, strips, families in cards:
         mode = EXAMPLES[name][0]
         toy_mode = THUMB_STRIP[mode]
         case = scenes.make_case(toy_mode, 1000)
-        strip = Image.open(ROOT / "bench" / f"strip_{toy_mode}.png").convert("RGB")
+        if not (strips / f"strip_{toy_mode}.png").is_file():
+            strips = ROOT / "bench"
+        strip = Image.open(strips / f"strip_{toy_mode}.png").convert("RGB")
         x = 3 * (cell + pad) * zoom
         after = strip.crop((x, 0, x + z, z))
         before = picture(case.source)
@@ -399,8 +466,8 @@ def thumbnails() -> dict[str, "object"]:
         y = z // 2 + 8
         draw.line([(z + 14, y), (z + 34, y)], fill=(40, 40, 40), width=3)
         draw.polygon([(z + 40, y), (z + 32, y - 6), (z + 32, y + 6)], fill=(40, 40, 40))
-        draw.text((thumb.width // 2, z + 24), "SD1.5 · SDXL", fill=(30, 30, 30), font=font, anchor="mm")
-        out[f"workflows/{title(name)}.jpg"] = thumb
+        draw.text((thumb.width // 2, z + 24), families, fill=(30, 30, 30), font=font, anchor="mm")
+        out[f"workflows/{card_title}.jpg"] = thumb
     return out
 
 

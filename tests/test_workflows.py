@@ -25,7 +25,7 @@ def test_the_templates_folder_holds_only_the_ui_workflows_with_thumbnails():
     install does not load), each with a .jpg thumbnail of the same name; no stale files."""
     shipped = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
     assert shipped == sorted(Path(f).name for f in FILES if f.startswith("workflows/") and f.count("/") == 1)
-    assert len(shipped) == 7  # one per edit, for SD1.5 and SDXL alike (make_workflows.title)
+    assert len(shipped) == 13  # one per edit for SD1.5 and SDXL alike (make_workflows.title), 3 per FLUX family
     for name in shipped:
         wf = json.loads((REPO / "workflows" / name).read_text())
         assert "version" in wf and "nodes" in wf, name
@@ -69,7 +69,7 @@ def test_api_workflow_matches_the_node_definitions(server, fname):
                 out_types = info[src["class_type"]]["output"]
                 want = declared[name][0]
                 assert out_types[value[1]] == want, f"{fname}: {name} gets {out_types[value[1]]}, wants {want}"
-            elif isinstance(declared[name][0], list) and name not in ("ckpt_name", "image"):
+            elif isinstance(declared[name][0], list) and name not in make_workflows.FILE_INPUTS:
                 assert value in declared[name][0], f"{fname}: {name}={value!r} not an option"
 
 
