@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import comfy_server  # noqa: E402
 
 WORKFLOW = ROOT / "toy" / "dragon_toy" / "workflows" / "api" / "toy_drag.api.json"
+DIT_WORKFLOW = ROOT / "toy" / "dragon_toy" / "workflows" / "api" / "toy_dit_move.api.json"
 
 
 def side_by_side(paths: list[Path], dst: Path) -> Path:
@@ -42,9 +43,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "demo_output"), help="where the before/after images go")
     ap.add_argument("--serve", action="store_true",
                     help="keep ComfyUI running afterwards (open the printed address; open the template 'Toy demo - move the painted object')")
+    ap.add_argument("--dit", action="store_true",
+                    help="the same edit on the project's toy flow DiT (ComfyUI's Flux class; template 'Toy demo - move "
+                         "on the toy DiT'), the pack's path for FLUX models")
     args = ap.parse_args()
     comfy_server.ensure_environment()
-    prompt = json.loads(WORKFLOW.read_text())
+    prompt = json.loads((DIT_WORKFLOW if args.dit else WORKFLOW).read_text())
     scene = next(n["inputs"]["scene"] for n in prompt.values() if n["class_type"] == "DragonToy_Scene")
     work = Path(tempfile.mkdtemp(prefix="dragon_demo_"))
     print("starting ComfyUI (CPU) with the pack and the toy model ...", flush=True)
@@ -62,7 +66,7 @@ def main() -> None:
                 dst = out / (node["inputs"]["filename_prefix"].split("/")[-1] + ".png")
                 shutil.copyfile(p, dst)
                 written.append(dst)
-        print(f"dragged the object of toy scene {scene} in {time.time() - t0:.1f} s: before.png shows the handle "
+        print(f"moved the object of toy scene {scene} on the toy {'DiT' if args.dit else 'UNet'} in {time.time() - t0:.1f} s: before.png shows the handle "
               f"(red) and target (blue), after.png the edit, expected.png the scene's own pair: the same toy scene "
               f"drawn with the object at the target, not a model output (the toy scenes are 32x32 pixels, saved "
               f"enlarged 8x; before_after.png shows the three side by side)")

@@ -42,6 +42,7 @@ OUTPUTS = {
     "DragonDiffusion_CrossBranchAttention": [("MODEL", "MODEL")],
     "DragonDiffusion_Sampler": [("LATENT", "LATENT")],
     "DragonToy_ModelLoader": [("model", "MODEL"), ("vae", "VAE"), ("conditioning", "CONDITIONING")],
+    "DragonToy_DiTLoader": [("model", "MODEL"), ("vae", "VAE"), ("conditioning", "CONDITIONING")],
     "DragonToy_Scene": [("image", "IMAGE"), ("expected", "IMAGE"), ("object_mask", "MASK"), ("reference", "IMAGE"),
                         ("reference_mask", "MASK"), ("points", "STRING"), ("offset_x", "INT"), ("offset_y", "INT"),
                         ("scale", "FLOAT")],
@@ -232,7 +233,8 @@ def node_size(ctype: str, widgets: list, links: dict) -> list[int]:
 
 
 # Columns left to right along the data flow; each group spans whole columns, so groups never overlap.
-COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoader": 0, "UNETLoader": 0,
+COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoader": 0, "DragonToy_DiTLoader": 0,
+          "UNETLoader": 0,
           "DualCLIPLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "FluxGuidance": 0,
           "LoadImage": 1, "DragonToy_Scene": 1, "DragonDiffusion_MaskPointEditor": 2, "DragonDiffusion_Landmarks": 2,
           "VAEEncode": 3, "DragonDiffusion_DDIMInvert": 3,
@@ -327,13 +329,14 @@ TOY_ZOOM = [("upscale_method", "nearest-exact"), ("scale_by", 8.0)]
 TOY_DRAG_POINTS = [{"x": 24.2, "y": 20.9}, {"x": 24.2, "y": 11.9}]
 
 
-def toy_graph() -> list:
+def toy_graph(dit: bool = False) -> list:
+    """The toy demo on the toy UNet, or (dit) on the toy flow DiT at its own settings."""
     sys.path.append(str(Path(__file__).resolve().parents[1] / "toy"))
-    from dragon_toy.settings import GUIDANCE
+    from dragon_toy.settings import DIT_GUIDANCE, GUIDANCE
 
-    setup_w = [("mode", "move")] + [(k, GUIDANCE["move"].get(k, v)) for k, v in SETUP_DEFAULTS]
+    setup_w = [("mode", "move")] + [(k, (DIT_GUIDANCE if dit else GUIDANCE)["move"].get(k, v)) for k, v in SETUP_DEFAULTS]
     return [
-        (1, "DragonToy_ModelLoader", [], {}),
+        (1, "DragonToy_DiTLoader" if dit else "DragonToy_ModelLoader", [], {}),
         (2, "DragonToy_Scene", [("mode", "move"), ("scene", TOY_SCENE)], {}),
         (3, "DragonDiffusion_MaskPointEditor", [("points", json.dumps(TOY_DRAG_POINTS))], {"image": (2, 0), "mask": (2, 2)}),
         (4, "VAEEncode", [], {"pixels": (2, 0), "vae": (1, 1)}),
@@ -380,6 +383,9 @@ def render() -> dict[str, str]:
     toy = toy_graph()
     files["toy/dragon_toy/workflows/Toy demo - move the painted object.json"] = json.dumps(ui_format(toy), indent=1) + "\n"
     files["toy/dragon_toy/workflows/api/toy_drag.api.json"] = json.dumps(api_format(toy), indent=1) + "\n"
+    toy_dit = toy_graph(dit=True)
+    files["toy/dragon_toy/workflows/Toy demo - move on the toy DiT.json"] = json.dumps(ui_format(toy_dit), indent=1) + "\n"
+    files["toy/dragon_toy/workflows/api/toy_dit_move.api.json"] = json.dumps(api_format(toy_dit), indent=1) + "\n"
     return files
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,10 +18,12 @@ def _rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(np.float32) / 255
 
 
-def test_demo_writes_before_after_and_expected(tmp_path):
+@pytest.mark.parametrize("model", ["unet", "dit"])
+def test_demo_writes_before_after_and_expected(tmp_path, model):
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out)],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out),
+                        *(["--dit"] if model == "dit" else [])], capture_output=True, text=True, timeout=900)
+    assert f"on the toy {dict(unet='UNet', dit='DiT')[model]} in" in r.stdout
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     written = [Path(p) for p in re.findall(r"^wrote (.+)$", r.stdout, re.M)]
     assert sorted(p.name for p in written) == ["after.png", "before.png", "before_after.png", "expected.png"]
