@@ -189,6 +189,20 @@ def test_a_flux_inversion_is_refused_by_a_unet_sampler_and_a_unet_latent_by_flux
         smp.validate(unet, inv, spec, STEPS)
 
 
+def test_an_inversion_of_one_flux_family_is_refused_by_the_other(comfy, flux, flux2):
+    """Bad input: a FLUX.1 inversion (and its memory bank) fed to a FLUX.2 model's Dragon Sampler."""
+    DragonInputError = comfy.module("dragon_core.errors").DragonInputError
+    inv, _, _, _ = _run(comfy, flux)
+    assert inv.kv_bank is not None
+    setup = comfy.module("nodes.guidance").DragonGuidanceSetup
+    mask = torch.zeros(1, S, S)
+    mask[:, 8:16, 8:16] = 1
+    spec = setup.execute("move", 8, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0,
+                         object_mask=mask).args[0]
+    with pytest.raises(DragonInputError, match=r"Dragon Sampler: input 'inversion': was made with another model\."):
+        comfy.module("nodes.sampler").validate(flux2, inv, spec, STEPS)
+
+
 def test_few_step_flow_inversion_is_warned_about(comfy, flux, caplog):
     img, _ = _scene()
     latent = {"samples": img.permute(0, 3, 1, 2) * 2 - 1}
