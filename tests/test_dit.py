@@ -170,6 +170,13 @@ def test_a_flux2_model_edits_through_the_same_nodes(comfy, flux2):
     assert job.stats.kv_banked == 3 and job.state.injected
 
 
+def _move_spec(comfy):
+    """Guidance Setup's spec of the toy scene's move by 8 pixels, at the pack's defaults."""
+    _, mask = _scene()
+    return comfy.module("nodes.guidance").DragonGuidanceSetup.execute(
+        "move", 8, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0, object_mask=mask).args[0]
+
+
 def test_a_flux_inversion_is_refused_by_a_unet_sampler_and_a_unet_latent_by_flux(comfy, flux):
     """Bad input: an inversion of the other kind of model; a latent of the wrong channel count."""
     DragonInputError = comfy.module("dragon_core.errors").DragonInputError
@@ -180,11 +187,7 @@ def test_a_flux_inversion_is_refused_by_a_unet_sampler_and_a_unet_latent_by_flux
     smp = comfy.module("nodes.sampler")
     unet = comfy.tiny.tiny_sd1(0)
     inv.model_key = comfy.module("nodes.unet_layout").model_key(unet)  # as if made with this model: the space tells
-    setup = comfy.module("nodes.guidance").DragonGuidanceSetup
-    mask = torch.zeros(1, S, S)
-    mask[:, 8:16, 8:16] = 1
-    spec = setup.execute("move", 8, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0,
-                         object_mask=mask).args[0]
+    spec = _move_spec(comfy)
     with pytest.raises(DragonInputError, match=r"Dragon Sampler: input 'inversion': was made with a flow-matching"):
         smp.validate(unet, inv, spec, STEPS)
 
@@ -194,11 +197,7 @@ def test_an_inversion_of_one_flux_family_is_refused_by_the_other(comfy, flux, fl
     DragonInputError = comfy.module("dragon_core.errors").DragonInputError
     inv, _, _, _ = _run(comfy, flux)
     assert inv.kv_bank is not None
-    setup = comfy.module("nodes.guidance").DragonGuidanceSetup
-    mask = torch.zeros(1, S, S)
-    mask[:, 8:16, 8:16] = 1
-    spec = setup.execute("move", 8, 0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, "diffeditor", 0.0, 0.6, -1.0,
-                         object_mask=mask).args[0]
+    spec = _move_spec(comfy)
     with pytest.raises(DragonInputError, match=r"Dragon Sampler: input 'inversion': was made with another model\."):
         comfy.module("nodes.sampler").validate(flux2, inv, spec, STEPS)
 

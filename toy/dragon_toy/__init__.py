@@ -43,23 +43,14 @@ class ToyModelLoader:
         return toy_model.load_model_patcher(), toy_model.pixel_vae(), toy_model.empty_conditioning()
 
 
-class ToyDiTLoader:
+class ToyDiTLoader(ToyModelLoader):
     """MODEL, VAE and CONDITIONING of the project's toy flow DiT (ComfyUI's Flux class, tiny, pixel space)."""
 
     DESCRIPTION = ("Loads the project's small flow-matching DiT (ComfyUI's Flux transformer, 2.7 M parameters, 32x32 "
                    "synthetic scenes, no download): the shipped weights, or the file named by $DRAGON_TOY_DIT_WEIGHTS.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    RETURN_TYPES = ("MODEL", "VAE", "CONDITIONING")
-    RETURN_NAMES = ("model", "vae", "conditioning")
     OUTPUT_TOOLTIPS = ("The toy DiT: a FLUX.1-dev-shaped model (flow matching, guidance embedding, shift 1.15).",
                        "Pixel-space conversion VAE (image*2-1).",
                        "One zero text token: the model is unconditional; use it as positive and negative.")
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
 
     def load(self):
         from . import dit
