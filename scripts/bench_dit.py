@@ -162,10 +162,12 @@ def main() -> None:
         mm.unload_all_models()
         mm.soft_empty_cache()
         if args.memory_depths:
+            if not row["edit"]["guided_steps"]:
+                raise SystemExit(f"--steps {args.steps}: no guided step, so no gradient pass to measure; use 4 or more")
             extra = {}
             for d in args.memory_depths:
                 model = build(which, d, args.single)
-                r = edit_once(pack, nodes_mod, model, which, args.size, 2, mem, sync)
+                r = edit_once(pack, nodes_mod, model, which, args.size, args.steps, mem, sync)
                 extra[d] = r["edit"][peak] - r["floor"][peak]
                 print(f"  depth {d}: peak {peak} floor {r['floor'][peak]:.2f} GB, edit {r['edit'][peak]:.2f} GB, "
                       f"edit - floor {extra[d]:.2f} GB", flush=True)

@@ -213,3 +213,16 @@ def test_few_step_flow_inversion_is_warned_about(comfy, flux, caplog):
     with caplog.at_level("WARNING", logger="DragonDiffusion"):
         inv_mod.DDIMInvert.execute(flux, toy_dit.conditioning(), latent, 30, 0)
     assert not any("on a flow model" in r.getMessage() for r in caplog.records)
+
+
+def test_the_shipped_toy_dit_weights_load_into_this_comfyui(comfy):
+    """The trained toy DiT (saved in the BFL layout, RMSNorm 'scale') loads through the model config as ComfyUI's
+    checkpoint loader would (0.33 renames 'scale' to 'weight'), and the MODEL computes what the plain module does."""
+    model = toy_dit.load_model_patcher()
+    net = toy_dit.load_flux()
+    g = torch.Generator().manual_seed(4)
+    x, sigma = torch.randn(1, 3, S, S, generator=g), torch.tensor([0.6])
+    with torch.no_grad():
+        want = x - sigma * toy_dit.forward(net, x, sigma)
+        got = model.model.apply_model(x, sigma, c_crossattn=toy_dit.conditioning()[0][0], guidance=torch.full((1,), 3.5))
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
