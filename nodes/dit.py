@@ -14,10 +14,12 @@ Nothing of the model's code is replaced (packs that replaced `forward_orig` brok
 from __future__ import annotations
 
 import math
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
 import comfy.model_management
 import comfy.model_sampling
@@ -38,6 +40,9 @@ KV_BLOCKS = "single"
 # the UNet path's decoder self-attention) or "outside" (only the tokens outside the edit region; inside, the
 # generation keeps its own K/V: KV-Edit's scheme). Chosen on the toy DiT (README, Flow / DiT models).
 KV_REGION = "outside"
+# The gradient pass runs each double block under activation checkpointing (DitBlock): FLUX.1 at 512^2 in fp32 kept
+# 0.46 GB per double block without it (bench/dit-memory-flux1-512.json), about 16 GB in bf16 at 1024^2 over its 19.
+CHECKPOINT_BLOCKS = True
 # Drag's feature patches on DiTs, half-width in tokens (DitFamily.drag_patch_radius; the UNets keep the official 1).
 DRAG_PATCH_RADIUS = 2
 
@@ -154,21 +159,41 @@ def _differentiable_kernels():
         mm.in_training = before
 
 
-class DitFeatureCapture:
-    """patches_replace["dit"][("double_block", i)]: runs the block (or the replace that was there) and keeps its
-    image stream as a feature map [B, C, gh, gw] when the Dragon state asks for block i."""
+class DitBlock:
+    """patches_replace["dit"][("double_block", i)] on the double blocks the gradient pass runs through: runs the block
+    (or the replace that was there) and, on a feature block, keeps its image stream as a feature map [B, C, gh, gw]
+    when the Dragon state asks for block i (a pass that only needs features stops after the last one). In the
+    gradient pass each block runs under activation checkpointing (CHECKPOINT_BLOCKS): autograd keeps only the block's
+    inputs and recomputes its inside during the backward, so the pass's memory no longer grows by a block's
+    activations per double block (bench_dit.py --memory-depths)."""
 
-    def __init__(self, index: int, inner=None):
-        self.index, self.inner = index, inner
+    def __init__(self, index: int, inner=None, capture: bool = True):
+        self.index, self.inner, self.capture = index, inner, capture
 
     def __deepcopy__(self, memo):
         return self
 
+    def _run(self, args: dict, extra: dict) -> dict:
+        return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+
+    def _recompute(self, args: dict, extra: dict) -> dict:
+        """The block as the gradient pass runs it, also when the backward recomputes it (outside that pass)."""
+        with _differentiable_kernels():
+            return self._run(args, extra)
+
     def __call__(self, args: dict, extra: dict) -> dict:
-        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         to = args.get("transformer_options") or {}
         st = to.get("dragon")
-        if isinstance(st, BranchState) and self.index in st.capture and "dragon_grid" in to:
+        if CHECKPOINT_BLOCKS and isinstance(st, BranchState) and st.phase == "grad" and torch.is_grad_enabled():
+            # the backward recomputes the block after the model's loop has moved on: its `original_block` closure
+            # reads the loop's current block then, and the shared transformer_options the current block index, so
+            # both are frozen as they are now
+            frozen = {**extra, "original_block": _frozen(extra["original_block"])}
+            args = {**args, "transformer_options": dict(to)}
+            out = torch.utils.checkpoint.checkpoint(self._recompute, args, frozen, use_reentrant=False)
+        else:
+            out = self._run(args, extra)
+        if self.capture and isinstance(st, BranchState) and self.index in st.capture and "dragon_grid" in to:
             gh, gw = to["dragon_grid"]
             img = out["img"][:, :gh * gw]  # (reference latents, e.g. Kontext's, follow the image tokens)
             st.features[self.index] = plain(img).transpose(1, 2).reshape(img.shape[0], img.shape[2], gh, gw)
@@ -177,12 +202,31 @@ class DitFeatureCapture:
         return out
 
 
+def _frozen(fn):
+    """A copy of the function `fn` with the values its closure holds now (a closure reads a loop's variables when it
+    is called, not when it was made)."""
+    if not isinstance(fn, types.FunctionType) or not fn.__closure__:
+        return fn
+    cells = []
+    for c in fn.__closure__:
+        try:
+            cells.append(types.CellType(c.cell_contents))
+        except ValueError:  # a variable not bound yet
+            cells.append(types.CellType())
+    out = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, tuple(cells))
+    out.__kwdefaults__ = fn.__kwdefaults__
+    return out
+
+
 def install_feature_capture(model_patcher, family: DitFamily) -> None:
-    """On a clone: feature capture on the family's feature blocks and the token-layout wrapper."""
+    """On a clone: DitBlock on every double block up to the last feature block (feature capture on the feature
+    blocks, checkpointing in the gradient pass) and the token-layout wrapper."""
     replaces = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
-    for i in family.feature_blocks():
+    features = family.feature_blocks()
+    for i in range(max(features) + 1):
         inner = replaces.get(("double_block", i))
-        model_patcher.set_model_patch_replace(DitFeatureCapture(i, inner), "dit", "double_block", i)
+        inner = inner.inner if isinstance(inner, DitBlock) else inner  # a model this pack patched already
+        model_patcher.set_model_patch_replace(DitBlock(i, inner, capture=i in features), "dit", "double_block", i)
     install_pass(model_patcher, family)
 
 

@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--memory-depths", type=int, nargs=2, metavar=("D1", "D2"),
                     help="also measure at these double-block depths (single blocks: --single) and extrapolate the "
                          "edit's extra peak memory per double block to the released depth")
+    ap.add_argument("--no-checkpoint", action="store_true",
+                    help="the gradient pass without activation checkpointing of the double blocks (nodes/dit.py "
+                         "CHECKPOINT_BLOCKS), for the before/after of the memory figure")
     ap.add_argument("--dtype", default=None, help="fp32 / bf16 / fp16 (default fp32 on CPU, bf16 on CUDA)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="JSON (default bench/dit-speed-<device>.json)")
@@ -113,12 +116,15 @@ def main() -> None:
     pack, nodes_mod = setup_comfy(device)
     import comfy.model_management as mm
 
+    if args.no_checkpoint:
+        sys.modules[f"{pack.__name__}.nodes.dit"].CHECKPOINT_BLOCKS = False
+
     from dragon_toy import real_dit
 
     out = out or REPO / "bench" / f"dit-speed-{'gpu' if cuda else 'cpu'}.json"
     info = {"device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()}, "
             f"{args.threads} thread(s))", "torch": torch.__version__, "dtype": str(dtype).split(".")[-1],
-            "size": args.size, "steps": args.steps, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "size": args.size, "steps": args.steps, "checkpoint_blocks": not args.no_checkpoint, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "command": " ".join(sys.argv[1:]), "rows": [], "memory": []}
     mem = Mem(cuda)
 
