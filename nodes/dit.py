@@ -2,11 +2,13 @@
 
 Nothing of the model's code is replaced (packs that replaced `forward_orig` broke on core updates):
 - guidance features: the image stream after chosen double-stream blocks, kept by a `patches_replace["dit"]` block
-  replace that runs the original block and passes its output on; a pass that only needs features stops after the
-  last one (StopUNet, as the UNet path);
+  replace (DitBlock) that runs the original block and passes its output on; a pass that only needs features stops
+  after the last one (StopUNet, as the UNet path); in the gradient pass the same replaces run every double block up
+  to there under activation checkpointing;
 - K/V: `transformer_options["optimized_attention_override"]`, which ComfyUI calls with q, k, v after RoPE for the
   joint [text; image] sequence: the image-token part is what DDIM Invert's memory bank records, what the reference
-  pass keeps and what the generation pass takes from the guidance branch (the text tokens stay the branch's own);
+  pass keeps and what the generation pass takes from the guidance branch outside the edit region (the text tokens
+  stay the branch's own);
 - gradients: a DIFFUSION_MODEL wrapper (`add_wrapper_with_key`) tells the hooks the token layout and, in the
   gradient pass, hands the model OutOfPlace inputs (its blocks add to their streams in place, which autograd
   refuses; dragon_core.outofplace).
