@@ -169,8 +169,8 @@ class DitBlock:
     inputs and recomputes its inside during the backward, so the pass's memory no longer grows by a block's
     activations per double block (bench_dit.py --memory-depths)."""
 
-    def __init__(self, index: int, inner=None, capture: bool = True):
-        self.index, self.inner, self.capture = index, inner, capture
+    def __init__(self, index: int, inner=None, capture: bool = True, block: torch.nn.Module | None = None):
+        self.index, self.inner, self.capture, self.block = index, inner, capture, block
 
     def __deepcopy__(self, memo):
         return self
@@ -179,14 +179,19 @@ class DitBlock:
         return self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
 
     def _recompute(self, args: dict, extra: dict) -> dict:
-        """The block as the gradient pass runs it, also when the backward recomputes it (outside that pass)."""
-        with _differentiable_kernels():
+        """The block as the gradient pass runs it, also when the backward recomputes it (outside that pass): with the
+        kernels that have a backward and the block's weights as normal tensors (ComfyUI loads them as inference
+        tensors, which autograd cannot save; backend.autograd_weights)."""
+        from .backend import autograd_weights  # (backend imports this module)
+
+        with _differentiable_kernels(), autograd_weights(self.block, on=self.block is not None):
             return self._run(args, extra)
 
     def __call__(self, args: dict, extra: dict) -> dict:
         to = args.get("transformer_options") or {}
         st = to.get("dragon")
-        if CHECKPOINT_BLOCKS and isinstance(st, BranchState) and st.phase == "grad" and torch.is_grad_enabled():
+        if (CHECKPOINT_BLOCKS and isinstance(st, BranchState) and st.phase == "grad" and torch.is_grad_enabled()
+                and _aliasing_weights()):
             # the backward recomputes the block after the model's loop has moved on: its `original_block` closure
             # reads the loop's current block then, and the shared transformer_options the current block index, so
             # both are frozen as they are now
@@ -202,6 +207,14 @@ class DitBlock:
             if st.stop_after == self.index:
                 raise StopUNet()
         return out
+
+
+def _aliasing_weights() -> bool:
+    """The gradient pass reads the weights through normal-tensor aliases (the default), which the recompute can
+    repeat; bench_speed's weight_copies variant copies them inside the pass only, so it runs without checkpointing."""
+    from .backend import ALIAS_WEIGHTS_IN_GRAD
+
+    return ALIAS_WEIGHTS_IN_GRAD
 
 
 def _frozen(fn):
@@ -224,11 +237,13 @@ def install_feature_capture(model_patcher, family: DitFamily) -> None:
     """On a clone: DitBlock on every double block up to the last feature block (feature capture on the feature
     blocks, checkpointing in the gradient pass) and the token-layout wrapper."""
     replaces = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    blocks = model_patcher.model.diffusion_model.double_blocks
     features = family.feature_blocks()
     for i in range(max(features) + 1):
         inner = replaces.get(("double_block", i))
         inner = inner.inner if isinstance(inner, DitBlock) else inner  # a model this pack patched already
-        model_patcher.set_model_patch_replace(DitBlock(i, inner, capture=i in features), "dit", "double_block", i)
+        model_patcher.set_model_patch_replace(DitBlock(i, inner, capture=i in features, block=blocks[i]),
+                                              "dit", "double_block", i)
     install_pass(model_patcher, family)
 
 

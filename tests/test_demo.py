@@ -23,8 +23,8 @@ def test_demo_writes_before_after_and_expected(tmp_path, model):
     out = tmp_path / "demo"
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--out", str(out),
                         *(["--dit"] if model == "dit" else [])], capture_output=True, text=True, timeout=900)
-    assert f"on the toy {dict(unet='UNet', dit='DiT')[model]} in" in r.stdout
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    assert f"on the toy {dict(unet='UNet', dit='DiT')[model]} in" in r.stdout
     written = [Path(p) for p in re.findall(r"^wrote (.+)$", r.stdout, re.M)]
     assert sorted(p.name for p in written) == ["after.png", "before.png", "before_after.png", "expected.png"]
     assert all(p.parent == out and p.is_file() for p in written)

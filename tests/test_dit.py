@@ -132,6 +132,16 @@ def test_checkpointed_blocks_give_the_gradient_of_the_plain_pass(comfy, flux, mo
     assert torch.allclose(out, out_plain, atol=1e-6)
 
 
+def test_a_flux_edit_runs_as_comfyui_executes_it(comfy, flux):
+    """ComfyUI loads models and runs nodes under torch.inference_mode: weights are inference tensors, which autograd
+    cannot save, also when the backward recomputes a checkpointed block after the gradient pass."""
+    with torch.inference_mode():
+        model = toy_dit.load_model_patcher(state_dict=flux.model.diffusion_model.state_dict())
+        assert next(model.model.diffusion_model.parameters()).is_inference()
+        _, _, out, job = _run(comfy, model)
+    assert torch.isfinite(out).all() and job.stats.guided_steps > 0 and all(n > 0 for n in job.stats.grad_norms)
+
+
 @pytest.fixture(scope="module")
 def flux2(comfy):
     """A tiny FLUX.2 (ComfyUI's Flux class with FLUX.2's shared modulation, SiLU MLP, patch 1, 128 latent channels)."""
