@@ -15,8 +15,8 @@ NODE = "Dragon Cross-Branch Attention Patch"
 
 
 def patch_model(model, mode: str, start: float, end: float, source: str = "inversion"):
-    """A clone of `model` with the cross-branch patch on every decoder attn1 key it has; on a DiT, on every
-    attention block (its attention override: the image tokens' K/V)."""
+    """A clone of `model` with the cross-branch patch on every decoder attn1 key it has; on a DiT, its attention
+    override (the image tokens' K/V; injected into the blocks and tokens nodes/dit.py KV_BLOCKS / KV_REGION name)."""
     layout = layout_of(model, NODE)
     if layout.family is not None:
         m = model.clone()
@@ -44,8 +44,9 @@ class CrossBranchAttentionPatch(io.ComfyNode):
             description=(
                 "Patches a clone of the model so that, during a Dragon Sampler run, the generation branch's "
                 "decoder self-attention uses the keys/values of the guidance branch (the inverted image) at "
-                "the same step. This carries the original appearance into the edit. Outside a Dragon run the "
-                "patched model behaves exactly like the original."),
+                "the same step. This carries the original appearance into the edit. On FLUX models: the "
+                "single-stream blocks' image tokens outside the edit region (inside, the edit keeps its own). "
+                "Outside a Dragon run the patched model behaves exactly like the original."),
             inputs=[
                 io.Model.Input("model", tooltip="The model to patch (it is cloned; the input is not changed)."),
                 io.Combo.Input("mode", options=["auto", "replace", "concat"], default="auto",
