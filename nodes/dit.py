@@ -43,7 +43,8 @@ KV_BLOCKS = "single"
 # generation keeps its own K/V: KV-Edit's scheme). Chosen on the toy DiT (README, Flow / DiT models).
 KV_REGION = "outside"
 # The gradient pass runs each double block under activation checkpointing (DitBlock): FLUX.1 at 512^2 in fp32 kept
-# 0.46 GB per double block without it (bench/dit-memory-flux1-512.json), about 16 GB in bf16 at 1024^2 over its 19.
+# 0.46 GB per double block without it (bench/dit-memory-flux1-512-no-checkpoint.json), 0.077 GB with it; about 16 GB
+# against 3.5 GB in bf16 at 1024^2 over its 19 (extrapolated).
 CHECKPOINT_BLOCKS = True
 # Drag's feature patches on DiTs, half-width in tokens (DitFamily.drag_patch_radius; the UNets keep the official 1).
 DRAG_PATCH_RADIUS = 2

@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--dit", action="store_true", help="the toy flow DiT (toy/dragon_toy/dit.py) instead of the toy UNet")
     ap.add_argument("--kv-blocks", choices=["single", "double", "all"],
                     help="DiT: the blocks K/V are injected into (nodes/dit.py KV_BLOCKS)")
+    ap.add_argument("--centre-features", action="store_true",
+                    help="every energy compares features minus their image's mean feature (per channel over the "
+                         "feature grid), which removes channels that are large everywhere (DiTs' massive activations)")
     ap.add_argument("--kv-region", choices=["all", "outside"],
                     help="DiT: which image tokens a replace injection gives the bank's K/V (nodes/dit.py KV_REGION)")
     ap.add_argument("--inversion", choices=["target", "current"],
@@ -103,6 +106,10 @@ def main() -> None:
         mod["nodes.dit"].DitFamily.feature_blocks = lambda self: tuple(args.blocks)
     if args.patch_radius is not None:
         importlib.import_module(f"{pack}.nodes.layout").Layout.patch_radius = lambda self: args.patch_radius
+    if args.centre_features:
+        core = importlib.import_module(f"{pack}.dragon_core.sampler")
+        working = core._working
+        core._working = lambda *a, **k: [f - f.mean(dim=1, keepdim=True) for f in working(*a, **k)]
     if args.kv_region:
         mod["nodes.dit"].KV_REGION = args.kv_region
     if args.kv_blocks:
