@@ -26,11 +26,13 @@ import torch.utils.checkpoint
 import comfy.model_management
 import comfy.model_sampling
 import comfy.patcher_extension
+import comfy.samplers
 from comfy.ldm.flux.model import Flux
 from comfy.ldm.modules.attention import attention_pytorch
 
 from ..dragon_core.attention import BranchState, KVBank, StopUNet
 from ..dragon_core.errors import DragonInputError
+from ..dragon_core.geometry import downsample_any
 from ..dragon_core.outofplace import out_of_place, plain
 
 WRAPPER_KEY = "dragondiffusion"
@@ -79,6 +81,21 @@ class DitFamily:
         (IoU 0.06 -> 0.09 over no energy), 5x5 patches did (0.37), 7x7 no better (0.33): DragFlow's finding that
         point-level supervision fails on DiT features and region-level works."""
         return DRAG_PATCH_RADIUS
+
+    def flow_sigmas(self, model_patcher, steps: int, latent_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """The schedule, 1 down to 0, the family's ComfyUI workflows sample with: FLUX.2 its Flux2Scheduler (a shift
+        from the image's token count and the steps), where ComfyUI has it; FLUX.1 the model's own sigmas with its
+        shift (the "simple" scheduler, which also follows a ModelSamplingFlux node on the model)."""
+        if self.name == "FLUX.2" and latent_hw is not None:
+            try:
+                from comfy_extras.nodes_flux import get_schedule
+            except ImportError:
+                get_schedule = None
+            if get_schedule is not None:
+                gh, gw = self.token_grid(*latent_hw)
+                return torch.as_tensor(get_schedule(steps, gh * gw), dtype=torch.float32).cpu()
+        ms = model_patcher.get_model_object("model_sampling")
+        return comfy.samplers.calculate_sigmas(ms, "simple", steps).float().cpu()
 
     def token_grid(self, h: int, w: int) -> tuple[int, int]:
         """Image tokens per side for a latent of h x w (ComfyUI pads to the patch size)."""
@@ -272,12 +289,22 @@ class DitAttention:
     def __init__(self, mode: str | None = "auto", start: float = 0.1, end: float = 1.0, source: str = "inversion",
                  bank: KVBank | None = None, inner=None):
         self.mode, self.start, self.end, self.source, self.bank, self.inner = mode, start, end, source, bank, inner
+        self._region_tokens = None  # (edit region, token grid, its tokens) of the current run
 
     def __deepcopy__(self, memo):
         return self
 
     def with_bank(self, bank: KVBank) -> "DitAttention":
         return DitAttention(self.mode, self.start, self.end, self.source, bank, self.inner)
+
+    def _tokens_in(self, region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The edit region (latent grid [1, 1, h, w]) as image tokens [1, 1, N, 1], bool: a token is in where any of
+        its cells is. Once per run (the region is the run's plan's), not in every attention call."""
+        cached = self._region_tokens
+        if cached is None or cached[0] is not region or cached[1] != grid:
+            tokens = downsample_any(region.reshape(region.shape[-2:]) > 0, *grid).view(1, 1, -1, 1)
+            self._region_tokens = cached = (region, grid, tokens)
+        return cached[2]
 
     def active(self, step: int, steps: int) -> bool:
         return self.mode is not None and self.start <= step / steps < self.end
@@ -316,20 +343,13 @@ class DitAttention:
                 mode = st.kv_mode if self.mode == "auto" else self.mode
                 if mode == "replace":
                     if KV_REGION == "outside" and st.kv_select is None and st.edit_region is not None:
-                        own = _tokens_in(st.edit_region, to["dragon_grid"]).to(k.device)
+                        own = self._tokens_in(st.edit_region, to["dragon_grid"]).to(k.device)
                         kr, vr = torch.where(own, ki, kr), torch.where(own, vi, vr)
                     k, v = torch.cat([kt, kr, krest], dim=2), torch.cat([vt, vr, vrest], dim=2)
                 else:
                     k, v = torch.cat([k, kr], dim=2), torch.cat([v, vr], dim=2)
                 st.injected[(key, st.step)] += 1
         return self._attend(func, q, k, v, args, kwargs)
-
-
-def _tokens_in(region: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """A latent-grid mask [1, 1, h, w] as image tokens [1, 1, N, 1] (bool): a token is in where any of its cells is."""
-    gh, gw = grid
-    m = torch.nn.functional.adaptive_max_pool2d(region.float().reshape(1, 1, *region.shape[-2:]), (gh, gw))
-    return (m.flatten() > 0).view(1, 1, -1, 1)
 
 
 def _select(select, k: torch.Tensor, v: torch.Tensor, to: dict) -> tuple[torch.Tensor, torch.Tensor]:

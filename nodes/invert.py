@@ -30,7 +30,13 @@ MB = 1024 ** 2
 # lower level: the exact reverse of the Euler steps the sampler takes, ComfyUI's FlipSigmas + Euler) or "target" (as
 # the UNet path and the official image inversion). On the toy DiT "current" reconstructed better (README, Flow / DiT).
 FLOW_INVERSION = "current"
-FLOW_MIN_STEPS = 30  # below this a flow model's inversion is warned about (README, Flow / DiT models)
+FLOW_MIN_STEPS = 30
+
+
+def evaluate_rule(space: str) -> str:
+    """Where each inversion step evaluates the model in this space: FLOW_INVERSION for flow models, "target" else."""
+    return FLOW_INVERSION if space == "flow" else "target"
+  # below this a flow model's inversion is warned about (README, Flow / DiT models)
 
 
 def with_kv_recorder(model, bank: KVBank, layout: Layout):
@@ -56,7 +62,7 @@ def _inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable
     extra_args = extra_args or {}
     s_in = x.new_ones([x.shape[0]])
     n, done = len(sigmas) - 1, [0]
-    rule = FLOW_INVERSION if space == "flow" else "target"
+    rule = evaluate_rule(space)
 
     def denoise(x_in, sigma):
         if bank is None:
@@ -105,7 +111,7 @@ def run_inversion(model, positive, samples: torch.Tensor, steps: int,
     noise_out = model.model.process_latent_out(sink[-1].to(torch.float32))
     inv = Inversion(latents=sink, sigmas=sigmas, model_key=model_key(model), latent_shape=tuple(samples.shape),
                     kv_bank=bank, space=layout.space,
-                    extra={"evaluate_at": FLOW_INVERSION if layout.space == "flow" else "target"})
+                    extra={"evaluate_at": evaluate_rule(layout.space)})
     if bank is not None and bank.dropped:
         log.info("Dragon DDIM Invert: the memory bank holds %d of %d steps (%.0f MB, kv_bank_mb %d); the other steps' K/V "
                  "are recomputed during the edit (one extra UNet pass each).", len(bank.steps), n,

@@ -5,8 +5,6 @@ from dataclasses import dataclass
 
 import torch
 
-import comfy.samplers
-
 from ..dragon_core.errors import DragonInputError
 from .common import ddim_sigmas
 from .dit import DitFamily, dit_family, is_flow, refuse_unsupported
@@ -36,28 +34,11 @@ class Layout:
         return self.family.drag_patch_radius() if self.family is not None else 1
 
     def sigmas(self, model_patcher, steps: int, latent_hw: tuple[int, int] | None = None) -> torch.Tensor:
-        """The inversion/sampling schedule, 1 down to 0 for flow models: the official DDIM timesteps for UNets; for
-        FLUX.2 the schedule its ComfyUI workflows sample with (Flux2Scheduler: a shift from the image's token count
-        and the steps); for FLUX.1 the model's own sigmas with its shift (the "simple" scheduler of its workflows,
-        which also follows a ModelSamplingFlux node on the model)."""
-        if self.space != "flow":
-            return ddim_sigmas(model_patcher, steps)
-        if self.family is not None and self.family.name == "FLUX.2" and latent_hw is not None:
-            schedule = _flux2_schedule()
-            if schedule is not None:
-                gh, gw = self.family.token_grid(*latent_hw)
-                return torch.as_tensor(schedule(steps, gh * gw), dtype=torch.float32).cpu()
-        ms = model_patcher.get_model_object("model_sampling")
-        return comfy.samplers.calculate_sigmas(ms, "simple", steps).float().cpu()
-
-
-def _flux2_schedule():
-    """ComfyUI's FLUX.2 schedule (comfy_extras/nodes_flux.py get_schedule(steps, image_seq_len)), None where absent."""
-    try:
-        from comfy_extras.nodes_flux import get_schedule
-    except ImportError:
-        return None
-    return get_schedule
+        """The inversion/sampling schedule: the official DDIM timesteps for UNets; for a DiT its family's flow
+        schedule, 1 down to 0 (DitFamily.flow_sigmas: what its ComfyUI workflows sample with)."""
+        if self.family is not None:
+            return self.family.flow_sigmas(model_patcher, steps, latent_hw)
+        return ddim_sigmas(model_patcher, steps)
 
 
 def layout_of(model_patcher, node: str, input_name: str = "model") -> Layout:
