@@ -60,8 +60,8 @@ def edit_once(pack, nodes_mod, model, which: str, size: int, steps: int, mem: Me
         t = time.perf_counter()
         nodes_mod.common_ksampler(model, 7, steps, 1.0, "euler", "simple", cond, cond, {"samples": lat})
         sync()
-        row["floor"] = {"invert_s": t_inv, "sample_s": time.perf_counter() - t - 0.0, "passes": 2 * steps, **mem.read()}
-        row["floor"]["total_s"] = t_inv + row["floor"]["sample_s"]
+        t_ks = time.perf_counter() - t
+        row["floor"] = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks, "passes": 2 * steps, **mem.read()}
         mask = torch.zeros(1, size, size)
         mask[:, int(size * 0.35):int(size * 0.65), int(size * 0.2):int(size * 0.45)] = 1
         spec = gd.build_spec("move", object_mask=mask, offset_x=int(size * 0.25))

@@ -153,9 +153,9 @@ DIT_FAMILIES = {
                   clip=("CLIPLoader", [("clip_name", "mistral_3_small_flux2_bf16.safetensors"), ("type", "flux2")]),
                   vae="flux2-vae.safetensors", guidance=4.0),
 }
-DIT_EXAMPLES = ("dragon_move", "dragon_drag", "dragon_paste")
+DIT_TITLES = {"dragon_move": "move", "dragon_drag": "drag points", "dragon_paste": "paste"}  # the FLUX templates
+DIT_EXAMPLES = tuple(DIT_TITLES)
 DIT_STEPS = 30
-DIT_TITLES = {"dragon_move": "move", "dragon_drag": "drag points", "dragon_paste": "paste"}
 FILE_INPUTS = ("ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "image")
 
 
@@ -234,8 +234,7 @@ def node_size(ctype: str, widgets: list, links: dict) -> list[int]:
 
 # Columns left to right along the data flow; each group spans whole columns, so groups never overlap.
 COLUMN = {"CheckpointLoaderSimple": 0, "CLIPTextEncode": 0, "DragonToy_ModelLoader": 0, "DragonToy_DiTLoader": 0,
-          "UNETLoader": 0,
-          "DualCLIPLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "FluxGuidance": 0,
+          "UNETLoader": 0, "DualCLIPLoader": 0, "CLIPLoader": 0, "VAELoader": 0, "FluxGuidance": 0,
           "LoadImage": 1, "DragonToy_Scene": 1, "DragonDiffusion_MaskPointEditor": 2, "DragonDiffusion_Landmarks": 2,
           "VAEEncode": 3, "DragonDiffusion_DDIMInvert": 3,
           "DragonDiffusion_GuidanceSetup": 4, "DragonDiffusion_CrossBranchAttention": 4,

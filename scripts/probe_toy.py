@@ -56,7 +56,7 @@ def main() -> None:
                     help="DiT: which image tokens a replace injection gives the bank's K/V (nodes/dit.py KV_REGION)")
     ap.add_argument("--inversion", choices=["target", "current"],
                     help="flow models: how each inversion step evaluates the model (nodes/invert.py FLOW_INVERSION)")
-    ap.add_argument("--patch-radius", type=int, help="drag/landmarks: the half-width of each point's feature patch "
+    ap.add_argument("--patch-radius", type=int, help="drag: the half-width of each point's feature patch "
                     "in feature cells (default: the pack's, nodes/layout.py patch_radius: 1 on UNets, the official 3x3, 2 on DiTs)")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks (UNet) or double blocks (DiT) used "
                     "as guidance features (default: the pack's choice, unet_layout.feature_blocks / DitFamily)")

@@ -35,7 +35,7 @@ class RealDit:
 
         sd = {"img_in.weight": t(self.hidden, self.latent_channels * self.patch * self.patch),
               "txt_in.weight": t(self.hidden, self.context),
-              "double_blocks.0.img_attn.norm.key_norm.scale": t(self.hidden // (48 if self.flux2 else 24))}
+              "double_blocks.0.img_attn.norm.key_norm.scale": t(128)}  # (the head width of all of them)
         for i in range(self.depth):
             sd[f"double_blocks.{i}.img_attn.qkv.weight"] = t(3 * self.hidden, self.hidden)
         for i in range(self.depth_single):
