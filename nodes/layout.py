@@ -1,4 +1,4 @@
-"""What the nodes need to know about a MODEL, for a UNet (SD1.x, SD2.x, SDXL) or a supported DiT (FLUX.1, FLUX.2)."""
+"""What the nodes need to know about a MODEL, for a UNet (SD1.x, SD2.x, SDXL) or a supported DiT (FLUX.1, FLUX.2, SD3/SD3.5)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +49,7 @@ def layout_of(model_patcher, node: str, input_name: str = "model") -> Layout:
             raise DragonInputError(node, input_name, f"this {family.name} model does not sample as a flow-matching model "
                                    "(its model sampling was changed to another prediction type).",
                                    "Remove the node that changed its model sampling (e.g. a ModelSampling node set to eps or v).")
-        net = model_patcher.model.diffusion_model
-        return Layout("dit", int(net.params.in_channels), family.patch, "flow", family)
+        return Layout("dit", family.channels, family.patch, "flow", family)
     refuse_unsupported(model_patcher, node, input_name)
     unet = unet_of(model_patcher, node, input_name)
     return Layout("unet", latent_channels(unet), 2 ** downscale_levels(unet), "ve", unet=unet)

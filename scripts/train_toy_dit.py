@@ -35,14 +35,17 @@ from comfy.cli_args import args as comfy_args  # noqa: E402
 comfy_args.cpu = True
 
 from dragon_core.outofplace import out_of_place, plain  # noqa: E402
-from dragon_toy import dit, scenes  # noqa: E402
+from dragon_toy import dit, scenes, sd3  # noqa: E402
 from dragon_toy.training import optimizer_step  # noqa: E402
+
+
+TOY = dit  # the toy module of --arch: dit (Flux) or sd3 (MMDiT)
 
 
 def velocity(net, x: torch.Tensor, sigma: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
     """The model's velocity, differentiable (ComfyUI's Flux updates its streams in place; see dragon_core.outofplace)."""
-    ctx = torch.zeros(x.shape[0], 1, dit.CONTEXT_DIM, dtype=x.dtype)
-    return plain(net(out_of_place(x), out_of_place(sigma), out_of_place(ctx), guidance=out_of_place(guidance)))
+    ctx = torch.zeros(x.shape[0], 1, TOY.CONTEXT_DIM, dtype=x.dtype)
+    return plain(TOY.call(net, out_of_place(x), out_of_place(sigma), out_of_place(ctx), out_of_place(guidance)))
 
 
 @torch.no_grad()
@@ -54,7 +57,7 @@ def reconstruction_psnr(net, n: int = 16, steps: int = 30, seed: int = 123, rule
     g = torch.Generator().manual_seed(seed)
     x0 = scenes.training_batch(n, g) * 2 - 1
     u = torch.linspace(1, 0, steps + 1)
-    sig = torch.tensor([float(dit.sigmas_for(v)) if v > 0 else 0.0 for v in u])
+    sig = torch.tensor([float(TOY.sigmas_for(v)) if v > 0 else 0.0 for v in u])
     guid = torch.full((n,), 3.5)
     x = x0.clone()
     for i in range(steps, 0, -1):  # up: sigma[i] -> sigma[i-1], velocity at the current (lower) level
@@ -78,15 +81,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
                     help="bf16 autocast: about 1.7x faster on these CPUs")
-    ap.add_argument("--out", default=dit.WEIGHTS)
-    ap.add_argument("--state", default=os.path.join(ROOT, ".cache", "train_toy_dit", "state.pt"))
+    ap.add_argument("--arch", choices=("flux", "sd3"), default="flux",
+                    help="flux: the toy Flux (dit.py); sd3: the toy MMDiT (sd3.py)")
+    ap.add_argument("--out", help="weights file (default: the arch's shipped weights)")
+    ap.add_argument("--state", help="training state (default: .cache/train_toy_dit/state.pt, sd3: state-sd3.pt)")
     ap.add_argument("--fresh", action="store_true", help="ignore a saved state and start again")
     ap.add_argument("--check", metavar="WEIGHTS", help="only print the reconstruction check of these weights (both "
                     "inversion rules, 10/30/50 steps)")
     args = ap.parse_args()
+    global TOY
+    TOY = sd3 if args.arch == "sd3" else dit
+    args.out = args.out or TOY.WEIGHTS
+    args.state = args.state or os.path.join(ROOT, ".cache", "train_toy_dit",
+                                            "state-sd3.pt" if args.arch == "sd3" else "state.pt")
     if args.check:
         torch.set_num_threads(args.threads)
-        net = dit.load_flux(args.check)
+        net = TOY.load_net(args.check)
         for steps in (10, 30, 50):
             for rule in ("current", "target"):
                 print(reconstruction_psnr(net, steps=steps, rule=rule), flush=True)
@@ -94,7 +104,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    net = dit.build_flux()
+    net = TOY.build()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     it, used = 0, 0.0
@@ -108,7 +118,8 @@ def main() -> None:
         gen.set_state(st["gen"])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     os.makedirs(os.path.dirname(args.state), exist_ok=True)
-    log = open(os.path.join(os.path.dirname(args.out), "dit_train_log.txt"), "a")
+    log = open(os.path.join(os.path.dirname(args.out),
+                            "sd3_train_log.txt" if args.arch == "sd3" else "dit_train_log.txt"), "a")
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -118,7 +129,7 @@ def main() -> None:
     params = sum(p.numel() for p in net.parameters())
     say(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} train_toy_dit.py {' '.join(sys.argv[1:])}")
     say(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {args.threads}, "
-        f"params {params / 1e6:.2f} M, bf16 {args.bf16}, config {dit.FLUX_CONFIG}, "
+        f"params {params / 1e6:.2f} M, bf16 {args.bf16}, arch {args.arch}, config {TOY.CONFIG}, "
         f"{'resumed at it ' + str(it) + f', {used / 60:.1f} cpu-min' if it else 'fresh'}")
     budget = args.cpu_minutes * 60
     warmup, c0, t0, running = 200, time.process_time(), time.time(), None
@@ -129,7 +140,7 @@ def main() -> None:
     def save() -> None:
         sd = {k: v.detach().float().contiguous().half() for k, v in ema.state_dict().items()}
         save_file(sd, args.out, metadata={"iterations": str(it), "images": str(it * args.batch),
-                                          "config": repr(dit.FLUX_CONFIG), "prediction": "flow"})
+                                          "config": repr(TOY.CONFIG), "prediction": "flow"})
         torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "it": it,
                     "cpu_seconds": spent(), "gen": gen.get_state()}, args.state + ".tmp")
         os.replace(args.state + ".tmp", args.state)
@@ -144,7 +155,7 @@ def main() -> None:
         flip = torch.rand(args.batch, generator=gen) < 0.5
         x0[flip] = x0[flip].flip(-1)
         u = torch.rand(args.batch, generator=gen).clamp(1e-3, 1.0)
-        sigma = dit.sigmas_for(u)
+        sigma = TOY.sigmas_for(u)
         noise = torch.randn(x0.shape, generator=gen)
         xt = (1 - sigma.view(-1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1) * noise
         guid = 1 + 5 * torch.rand(args.batch, generator=gen)

@@ -1,4 +1,4 @@
-"""The released FLUX architectures (ComfyUI's own configs, detected from the published key shapes) at a reduced depth
+"""The released FLUX and SD3 architectures (ComfyUI's own configs, detected from the published key shapes) at a reduced depth
 with random weights: an edit through the nodes end to end on the CPU (issue #28 item 5). Nothing is downloaded; what
 is checked is that the real widths, heads, RoPE axes, patching and latent formats run, not edit quality."""
 from __future__ import annotations
@@ -17,13 +17,20 @@ SIZE = 128  # image pixels: FLUX.1's latent 16x16 (8x8 tokens), FLUX.2's 8x8 (8x
 STEPS = 4
 
 
-@pytest.mark.parametrize("which", ["flux1-dev", "flux1-schnell", "flux2-klein-4b"])
-def test_a_released_flux_architecture_edits_through_the_nodes(comfy, which, caplog):
+FAMILY = {"flux1-dev": "FLUX.1", "flux1-schnell": "FLUX.1", "flux2-klein-4b": "FLUX.2", "sd3-medium": "SD3",
+          "sd35-medium": "SD3.5", "sd35-large": "SD3.5"}
+# blocks built: one double + one single for FLUX; MMDiT has only joint blocks (two: the last is pre-only, so one
+# full block runs the text stream through; SD3.5 Medium's two both have its image-only attention)
+DEPTH = {"sd3-medium": 2, "sd35-medium": 2, "sd35-large": 2}
+
+
+@pytest.mark.parametrize("which", list(FAMILY))
+def test_a_released_dit_architecture_edits_through_the_nodes(comfy, which, caplog):
     why = real_dit.supported(which)
     if why:
         pytest.skip(why)
     real = real_dit.FAMILIES[which]
-    model = real_dit.load_model_patcher(which, depth=1, depth_single=1)
+    model = real_dit.load_model_patcher(which, depth=DEPTH.get(which, 1), depth_single=1)
     try:
         _edit(comfy, model, which, real, caplog)
     finally:  # ComfyUI keeps a loaded model referenced: free these 2-3 GB before the next test
@@ -36,7 +43,7 @@ def test_a_released_flux_architecture_edits_through_the_nodes(comfy, which, capl
 def _edit(comfy, model, which, real, caplog):
     layout = comfy.module("nodes.layout").layout_of(model, "Dragon DDIM Invert")
     assert layout.kind == "dit" and layout.space == "flow"
-    assert layout.family.name == ("FLUX.2" if real.flux2 else "FLUX.1")
+    assert layout.family.name == FAMILY[which]
     f = comfy.module("nodes.unet_layout").pixels_per_latent(model)
     assert f == (16 if real.flux2 else 8) and layout.channels == real.latent_channels
     cond = real_dit.conditioning(which)

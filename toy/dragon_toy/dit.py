@@ -83,22 +83,29 @@ def sigmas_for(u: torch.Tensor) -> torch.Tensor:
     return math.exp(SHIFT) / (math.exp(SHIFT) + (1 / u - 1))
 
 
-def forward(net, x: torch.Tensor, sigma: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's velocity for pictures x [B, 3, H, W] at flow times sigma [B] (training and checks; in
-    ComfyUI the model is called through its ModelPatcher)."""
-    ctx = torch.zeros(x.shape[0], 1, CONTEXT_DIM, dtype=x.dtype)
+def call(net, x: torch.Tensor, sigma: torch.Tensor, ctx: torch.Tensor, guidance: torch.Tensor | None = None):
+    """The model's velocity for pictures x [B, 3, H, W] at flow times sigma [B] with text tokens ctx (training and
+    checks; in ComfyUI the model is called through its ModelPatcher)."""
     g = guidance if guidance is not None else torch.full((x.shape[0],), 3.5)
     return net(x, sigma, ctx, guidance=g)
 
 
-def _read(path: str) -> dict:
+def forward(net, x: torch.Tensor, sigma: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+    return call(net, x, sigma, torch.zeros(x.shape[0], 1, CONTEXT_DIM, dtype=x.dtype), guidance)
+
+
+def _read(path: str, env: str = WEIGHTS_ENV, arch: str = "flux") -> dict:
     from safetensors.torch import load_file
 
     if not os.path.isfile(path):
-        hint = (f"; ${WEIGHTS_ENV} is set: point it at a file written by scripts/train_toy_dit.py, or unset it"
-                if os.environ.get(WEIGHTS_ENV) == path else "; run scripts/train_toy_dit.py")
+        hint = (f"; ${env} is set: point it at a file written by scripts/train_toy_dit.py, or unset it"
+                if os.environ.get(env) == path else f"; run scripts/train_toy_dit.py --arch {arch}")
         raise FileNotFoundError(f"toy DiT weights not found at {path}{hint}")
     return {k: v.float() for k, v in load_file(path).items()}
+
+
+def build(dtype=torch.float32):
+    return build_flux(dtype)
 
 
 def load_flux(path: str | None = None):
@@ -106,6 +113,10 @@ def load_flux(path: str | None = None):
     net = build_flux()
     net.load_state_dict(model_config().process_unet_state_dict(_read(path or weights_path())))
     return net.eval().requires_grad_(False)
+
+
+load_net = load_flux
+CONFIG = FLUX_CONFIG
 
 
 def model_config():
