@@ -63,11 +63,13 @@ MMDIT_FEATURE_DEPTH = 0.5
 MMDIT_KV_BLOCKS = "late"
 MMDIT_KV_FROM = 0.5
 
-# diffusion model classes of flow/DiT families not supported yet -> the name users know them by
+# diffusion model classes of flow/DiT families not supported yet -> the name users know them by (AuraFlow's class is
+# also called MMDiT: it is told from SD3's by its module)
 NOT_YET = {
+    "comfy.ldm.aura.mmdit.MMDiT": "AuraFlow",
     "NextDiT": "Lumina 2 / Z-Image",
     "QwenImageTransformer2DModel": "Qwen-Image", "Chroma": "Chroma", "ChromaRadiance": "Chroma Radiance",
-    "HunyuanVideo": "HunyuanVideo", "WanModel": "Wan", "LTXVModel": "LTX-Video", "AuraFlowDiT": "AuraFlow",
+    "HunyuanVideo": "HunyuanVideo", "WanModel": "Wan", "LTXVModel": "LTX-Video",
     "HiDreamImageTransformer2DModel": "HiDream", "CosmosPredict2": "Cosmos", "PixArt": "PixArt", "HunYuanDiT": "Hunyuan-DiT",
 }
 SUPPORTED = "SD1.x, SD2.x, SDXL, FLUX.1 (dev/schnell), FLUX.2, SD3 and SD3.5"
@@ -148,8 +150,9 @@ def refuse_unsupported(model_patcher, node: str, input_name: str = "model") -> N
     (UNets pass: their own check follows)."""
     net = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
     kind = type(net).__name__
-    if kind in NOT_YET:
-        raise DragonInputError(node, input_name, f"this is a {NOT_YET[kind]} model ({kind}), which DragonDiffusion does "
+    name = NOT_YET.get(f"{type(net).__module__}.{kind}") or NOT_YET.get(kind)
+    if name:
+        raise DragonInputError(node, input_name, f"this is a {name} model ({kind}), which DragonDiffusion does "
                                f"not support yet (supported: {SUPPORTED}).",
                                "Load a supported checkpoint; for this family, follow the pack's issues for progress.")
 

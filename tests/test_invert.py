@@ -70,7 +70,7 @@ def _invert_graph(family="sd1", channels=4, steps=10, batch=1):
 @pytest.mark.parametrize("kwargs,expect", [
     (dict(channels=16), ["Dragon DDIM Invert", "'latent'", "16 channels", "4-channel"]),
     (dict(batch=2), ["Dragon DDIM Invert", "'latent'", "batch of 2"]),
-    (dict(family="dit"), ["Dragon DDIM Invert", "'model'", "SD3 / SD3.5", "OpenAISignatureMMDITWrapper", "FLUX.1"]),
+    (dict(family="dit"), ["Dragon DDIM Invert", "'model'", "Lumina 2 / Z-Image", "NextDiT", "FLUX.1"]),
 ])
 def test_invert_bad_input_is_a_clear_node_error(server, kwargs, expect):
     h = server.run(_invert_graph(**kwargs))

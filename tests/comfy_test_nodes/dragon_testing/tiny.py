@@ -88,11 +88,12 @@ def tiny_sdxl(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
 
 
 def tiny_dit(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
-    """A tiny SD3-style MMDiT: a non-UNet model the pack must refuse clearly."""
-    cfg = dict(in_channels=16, out_channels=16, patch_size=2, depth=1, num_patches=64, pos_embed_max_size=8,
-               adm_in_channels=64, context_embedder_config={"target": "torch.nn.Linear",
-                                                            "params": {"in_features": CONTEXT_DIM, "out_features": 64}})
-    mc = comfy.supported_models.SD3(cfg)
+    """A tiny Lumina 2 / Z-Image DiT (ComfyUI's NextDiT): a flow DiT family the pack does not support yet, which it
+    must refuse clearly."""
+    cfg = dict(image_model="lumina2", patch_size=2, in_channels=16, dim=64, n_layers=1, n_refiner_layers=1, n_heads=2,
+               n_kv_heads=2, multiple_of=16, ffn_dim_multiplier=1.0, norm_eps=1e-5, qk_norm=True,
+               cap_feat_dim=CONTEXT_DIM, axes_dims=[8, 12, 12], axes_lens=[300, 512, 512])
+    mc = comfy.supported_models.Lumina2(cfg)
     mc.set_inference_dtype(torch.float32, None)
     model = mc.get_model({})
     init_weights(model, seed)
