@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
-"""Speed and memory of a Dragon edit on the released FLUX architectures (issue #28 item 5), random weights.
+"""Speed and memory of a Dragon edit on the released FLUX and SD3 architectures (issue #28 item 5), random weights.
 
 The models are ComfyUI's own configs detected from the published checkpoints' key shapes (toy/dragon_toy/real_dit.py),
 built at the depth asked (the widths, heads, patching and latent format stay the real ones). Each edit goes through the
 pack's code: DDIM Invert with the K/V memory bank, Guidance Setup (move), Cross-Branch Attention Patch, Dragon Sampler.
-The floor is ComfyUI's own path for the same image: the inversion without the bank plus its KSampler (euler, simple,
-same steps, cfg 1 as FLUX workflows use). Model passes are counted per phase; the gradient pass (forward up to the last
+The floor is ComfyUI's own path for the same image: the inversion without the bank plus its KSampler (euler, same
+steps, the family's workflow scheduler and CFG: FLUX simple and cfg 1, SD3/SD3.5 sgm_uniform and cfg 4.5, which
+the edit also uses). Model passes are counted per phase; the gradient pass (forward up to the last
 feature block, then backward) is counted once but costs more than a plain pass.
 
     .venv/bin/python scripts/bench_dit.py                                    # CPU: FLUX.1 [dev] depth 1+1, 256^2, 8 steps
     .venv/bin/python scripts/bench_dit.py --memory-depths 1 2 --size 512     # + the gradient pass's memory per block
     python scripts/bench_dit.py --device cuda --families flux1-dev --full --size 1024 --steps 28   # a GPU
 
-The memory of the gradient pass grows with the double blocks it runs through (all of them up to the last feature block,
-the last double block): --memory-depths measures the edit's peak over the floor's at two depths and extrapolates the
-difference per double block to the released depth (printed as an extrapolation). Writes JSON after every row (--out).
+The memory of the gradient pass grows with the blocks it runs through (all of them up to the last feature block: FLUX
+every double block, SD3 the joint blocks up to nodes/dit.py MMDIT_FEATURE_DEPTH of its depth): --memory-depths measures the edit's peak over the floor's at two depths and extrapolates the
+difference per block the gradient pass runs to the released depth (printed as an extrapolation). Writes JSON after every row (--out).
 """
 from __future__ import annotations
 
@@ -58,10 +59,11 @@ def edit_once(pack, nodes_mod, model, which: str, size: int, steps: int, mem: Me
         sync()
         t_inv = time.perf_counter() - t
         t = time.perf_counter()
-        nodes_mod.common_ksampler(model, 7, steps, 1.0, "euler", "simple", cond, cond, {"samples": lat})
+        nodes_mod.common_ksampler(model, 7, steps, real.cfg, "euler", real.scheduler, cond, cond, {"samples": lat})
         sync()
         t_ks = time.perf_counter() - t
-        row["floor"] = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks, "passes": 2 * steps, **mem.read()}
+        passes = steps * (2 if real.cfg == 1.0 else 3)  # inversion + sampling (a negative pass a step with CFG)
+        row["floor"] = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks, "passes": passes, **mem.read()}
         mask = torch.zeros(1, size, size)
         mask[:, int(size * 0.35):int(size * 0.65), int(size * 0.2):int(size * 0.45)] = 1
         spec = gd.build_spec("move", object_mask=mask, offset_x=int(size * 0.25))
@@ -73,7 +75,7 @@ def edit_once(pack, nodes_mod, model, which: str, size: int, steps: int, mem: Me
         sync()
         t_inv = time.perf_counter() - t
         t = time.perf_counter()
-        _, job = smp.run_dragon(patched, cond, cond, inv, spec, steps, 1.0, 5)
+        _, job = smp.run_dragon(patched, cond, cond, inv, spec, steps, real.cfg, 5)
         sync()
         t_dr = time.perf_counter() - t
     calls = dict(job.stats.unet_calls)
@@ -89,10 +91,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     ap.add_argument("--families", nargs="+", default=["flux1-dev"],
-                    help="toy/dragon_toy/real_dit.py FAMILIES: flux1-dev flux1-schnell flux2-dev flux2-klein-4b")
+                    help="toy/dragon_toy/real_dit.py FAMILIES: flux1-dev flux1-schnell flux2-dev flux2-klein-4b "
+                         "sd3-medium sd35-medium sd35-large")
     ap.add_argument("--size", type=int, default=256, help="square image side in pixels")
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--depth", type=int, default=1, help="double blocks (the released model's at most)")
+    ap.add_argument("--depth", type=int, default=1, help="double blocks, SD3: joint blocks (the released model's at "
+                    "most; SD3 at least 2)")
     ap.add_argument("--single", type=int, default=1, help="single blocks")
     ap.add_argument("--full", action="store_true", help="the released depth")
     ap.add_argument("--memory-depths", type=int, nargs=2, metavar=("D1", "D2"),
@@ -142,6 +146,15 @@ def main() -> None:
         real_dit.init_random(model.model.diffusion_model)
         return model
 
+    dit_mod = sys.modules[f"{pack.__name__}.nodes.dit"]
+
+    def grad_blocks(model, depth: int | None = None) -> int:
+        """The blocks the gradient pass runs through (up to the last feature block), at the model's depth or `depth`."""
+        import dataclasses
+
+        fam = dit_mod.dit_family(model)
+        return max(dataclasses.replace(fam, double_blocks=depth or fam.double_blocks).feature_blocks()) + 1
+
     for which in args.families:
         why = real_dit.supported(which)
         if why:
@@ -149,10 +162,14 @@ def main() -> None:
             continue
         real = real_dit.FAMILIES[which]
         depth, single = (real.depth, real.depth_single) if args.full else (args.depth, args.single)
+        mmdit = isinstance(real, real_dit.RealMMDiT)
+        if mmdit:
+            depth, single = max(depth, 2), 0
         t = time.perf_counter()
         model = build(which, depth, single)
         params = sum(p.numel() for p in model.model.diffusion_model.parameters())
-        print(f"\n=== {real.name}, {depth} double + {single} single blocks ({params / 1e9:.2f} B parameters, "
+        blocks = f"{depth} joint blocks" if mmdit else f"{depth} double + {single} single blocks"
+        print(f"\n=== {real.name}, {blocks} ({params / 1e9:.2f} B parameters, "
               f"{time.perf_counter() - t:.0f} s to build), {args.size}^2, {args.steps} steps, {info['dtype']} ===",
               flush=True)
         row = {"family": which, "name": real.name, "depth": depth, "single": single, "params_b": params / 1e9,
@@ -170,26 +187,31 @@ def main() -> None:
         if args.memory_depths:
             if not row["edit"]["guided_steps"]:
                 raise SystemExit(f"--steps {args.steps}: no guided step, so no gradient pass to measure; use 4 or more")
-            extra = {}
+            extra, ran = {}, {}
             for d in args.memory_depths:
-                model = build(which, d, args.single)
+                model = build(which, d, single if mmdit else args.single)
+                ran[d] = grad_blocks(model)
+                n_full = grad_blocks(model, real.depth)
                 r = edit_once(pack, nodes_mod, model, which, args.size, args.steps, mem, sync)
                 extra[d] = r["edit"][peak] - r["floor"][peak]
-                print(f"  depth {d}: peak {peak} floor {r['floor'][peak]:.2f} GB, edit {r['edit'][peak]:.2f} GB, "
-                      f"edit - floor {extra[d]:.2f} GB", flush=True)
+                print(f"  depth {d} (gradient pass through {ran[d]} blocks): peak {peak} floor {r['floor'][peak]:.2f} "
+                      f"GB, edit {r['edit'][peak]:.2f} GB, edit - floor {extra[d]:.2f} GB", flush=True)
                 del model
                 mm.unload_all_models()
                 mm.soft_empty_cache()
             d1, d2 = args.memory_depths
-            per_block = (extra[d2] - extra[d1]) / (d2 - d1)
-            full = extra[d1] + (real.depth - d1) * per_block
+            if ran[d2] == ran[d1]:
+                raise SystemExit(f"--memory-depths {d1} {d2}: the gradient pass runs {ran[d1]} blocks at both")
+            per_block = (extra[d2] - extra[d1]) / (ran[d2] - ran[d1])
+            full = extra[d1] + (n_full - ran[d1]) * per_block
             m = {"family": which, "size": args.size, "measure": peak, "depths": args.memory_depths,
-                 "edit_minus_floor_gb": extra, "per_double_block_gb": per_block,
+                 "grad_pass_blocks": ran, "edit_minus_floor_gb": extra, "per_grad_block_gb": per_block,
+                 "grad_pass_blocks_at_released_depth": n_full,
                  "extrapolated_edit_minus_floor_gb_at_released_depth": full}
             info["memory"].append(m)
             save()
-            print(f"  the edit's extra peak per double block {per_block:.3f} GB -> at {real.depth} double blocks "
-                  f"{full:.2f} GB over the floor (extrapolated, not measured)", flush=True)
+            print(f"  the edit's extra peak per block of the gradient pass {per_block:.3f} GB -> {n_full} blocks at the "
+                  f"released depth: {full:.2f} GB over the floor (extrapolated, not measured)", flush=True)
     save()
     print(f"\nwrote {out}")
 

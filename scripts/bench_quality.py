@@ -39,8 +39,9 @@ from make_workflows import CROSS_IMAGE as PASTE_LIKE  # noqa: E402
 from make_workflows import CROSS_KV_WINDOW  # noqa: E402
 from dragon_toy import scenes  # noqa: E402
 from dragon_toy import dit as toy_dit  # noqa: E402
+from dragon_toy import sd3 as toy_sd3  # noqa: E402
 from dragon_toy.model import WEIGHTS, WEIGHTS_ENV  # noqa: E402
-from dragon_toy.settings import DIT_GUIDANCE, bench_args  # noqa: E402
+from dragon_toy.settings import DIT_GUIDANCE, SD3_GUIDANCE, bench_args  # noqa: E402
 
 TEST_SEED_BASE = 1000
 OBJ_TOL = 0.2  # RGB distance that counts as "the object's colour"
@@ -336,6 +337,9 @@ def main() -> None:
                     help="the toy flow DiT (toy/dragon_toy/dit.py: ComfyUI's Flux class) instead of the toy UNet, with "
                          "its settings (toy/dragon_toy/settings.py DIT_GUIDANCE); writes bench/quality-dit.json and "
                          "bench/dit/strip_*.png unless --out/--strip-dir say otherwise")
+    ap.add_argument("--sd3", action="store_true",
+                    help="the toy SD3 (toy/dragon_toy/sd3.py: ComfyUI's MMDiT) with its settings (SD3_GUIDANCE); "
+                         "writes bench/quality-sd3.json and bench/sd3/strip_*.png unless --out/--strip-dir say otherwise")
     ap.add_argument("--out")
     ap.add_argument("--strip-dir")
     ap.add_argument("--threads", type=int, default=1)
@@ -350,11 +354,17 @@ def main() -> None:
                     help="only print the Dragon result of OTHER minus MAIN per mode, paired on their common test "
                          "scenes (e.g. two runs at different --steps)")
     args = ap.parse_args()
-    args.out = args.out or str(ROOT / "bench" / ("quality-dit.json" if args.dit else "quality.json"))
-    args.strip_dir = args.strip_dir or str(ROOT / "bench" / ("dit" if args.dit else ""))
-    args.weights = args.weights or (toy_dit.WEIGHTS if args.dit else WEIGHTS)
-    if args.dit and "--set" not in sys.argv:
-        args.set = bench_args(DIT_GUIDANCE)
+    if args.dit and args.sd3:
+        ap.error("--dit and --sd3: one toy model at a time")
+    # (toy, its weights, their environment variable, its loader node, its settings, its name in the report)
+    toy = (("sd3", toy_sd3.WEIGHTS, toy_sd3.WEIGHTS_ENV, "DragonToy_SD3Loader", SD3_GUIDANCE, "toy SD3") if args.sd3
+           else ("dit", toy_dit.WEIGHTS, toy_dit.WEIGHTS_ENV, "DragonToy_DiTLoader", DIT_GUIDANCE, "toy DiT")
+           if args.dit else ("", WEIGHTS, WEIGHTS_ENV, "DragonToy_ModelLoader", None, "toy UNet"))
+    args.out = args.out or str(ROOT / "bench" / (f"quality-{toy[0]}.json" if toy[0] else "quality.json"))
+    args.strip_dir = args.strip_dir or str(ROOT / "bench" / toy[0])
+    args.weights = args.weights or toy[1]
+    if toy[4] is not None and "--set" not in sys.argv:
+        args.set = bench_args(toy[4])
     if args.markdown:
         print(markdown_tables(json.loads(Path(args.markdown).read_text())))
         return
@@ -382,7 +392,7 @@ def main() -> None:
     weights = Path(args.weights).resolve()
     if not weights.is_file():
         ap.error(f"--weights: no file at {weights}")
-    os.environ[toy_dit.WEIGHTS_ENV if args.dit else WEIGHTS_ENV] = str(weights)  # read by the server's toy loader
+    os.environ[toy[2]] = str(weights)  # read by the server's toy loader
     comfy_server.ensure_environment()
     try:
         overrides = parse_overrides(args.set)
@@ -399,7 +409,7 @@ def main() -> None:
     info = srv.get("/object_info")
     report: dict = {"command": " ".join(sys.argv[1:]), "steps": args.steps, "scenes": args.scenes,
                     "seeds": [seeds[0], seeds[-1]], "overrides": overrides, "threads": args.threads,
-                    "model": "toy DiT" if args.dit else "toy UNet",
+                    "model": toy[5],
                     "weights": {"path": str(weights.relative_to(ROOT) if weights.is_relative_to(ROOT) else weights),
                                 "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()},
                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
@@ -423,7 +433,7 @@ def main() -> None:
                 # inversion stay cached between them, so "dragon" (first) includes the inversion
                 for name, run in runs.items():
                     prompt, saves = scene_prompt(info, mode, seed, {name: run}, args.steps, "bench",
-                                                 "DragonToy_DiTLoader" if args.dit else "DragonToy_ModelLoader")
+                                                 toy[3])
                     h = srv.run_ok(prompt, timeout=600)
                     out = load_png(srv.image_paths(h, saves[name])[0])
                     images[name][seed] = out

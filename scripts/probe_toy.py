@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/probe_toy.py --mode move --energy 0 40 150 --scenes 3 [--no-copy] [--schedule dragondiffusion]
     .venv/bin/python scripts/probe_toy.py --dit --mode move --energy 0 40 --blocks 1 2 [--inversion current]
+    .venv/bin/python scripts/probe_toy.py --sd3 --mode move --energy 0 40 --mmdit-kv late --mmdit-kv-from 0.5
 
 Drives the pack's own functions (run_inversion, patch_model, build_spec, run_dragon) on the settings
 scenes (seeds 0+) and prints the benchmark's metrics per energy scale. `--no-copy` replaces the edit
@@ -47,6 +48,10 @@ def main() -> None:
     ap.add_argument("--save", help="folder for a picture per energy: source | expected | edit, one row per scene")
     ap.add_argument("--weights", help="toy weights to probe (default: the shipped ones)")
     ap.add_argument("--dit", action="store_true", help="the toy flow DiT (toy/dragon_toy/dit.py) instead of the toy UNet")
+    ap.add_argument("--sd3", action="store_true", help="the toy SD3 (toy/dragon_toy/sd3.py, ComfyUI's MMDiT)")
+    ap.add_argument("--mmdit-kv", choices=["late", "all", "none"],
+                    help="SD3: the joint blocks K/V are injected into (nodes/dit.py MMDIT_KV_BLOCKS)")
+    ap.add_argument("--mmdit-kv-from", type=float, help="SD3: where 'late' starts, a fraction of the depth")
     ap.add_argument("--kv-blocks", choices=["single", "double", "all"],
                     help="DiT: the blocks K/V are injected into (nodes/dit.py KV_BLOCKS)")
     ap.add_argument("--centre-features", action="store_true",
@@ -59,7 +64,7 @@ def main() -> None:
     ap.add_argument("--patch-radius", type=int, help="drag: the half-width of each point's feature patch "
                     "in feature cells (default: the pack's, nodes/layout.py patch_radius: 1 on UNets, the official 3x3, 2 on DiTs)")
     ap.add_argument("--blocks", type=int, nargs="+", help="decoder output blocks (UNet) or double blocks (DiT) used "
-                    "as guidance features (default: the pack's choice, unet_layout.feature_blocks / DitFamily)")
+                    "as guidance features (default: the pack's choice, unet_layout.feature_blocks / DitFamily); SD3: joint blocks")
     args = ap.parse_args()
     if not (0 <= args.first and args.first + args.scenes <= 1000):
         ap.error("--first/--scenes: probe only the settings scenes (seeds below 1000); the test scenes are 1000+")
@@ -116,14 +121,20 @@ def main() -> None:
         mod["nodes.dit"].KV_BLOCKS = args.kv_blocks
     if args.inversion:
         mod["nodes.invert"].FLOW_INVERSION = args.inversion
+    if args.mmdit_kv:
+        mod["nodes.dit"].MMDIT_KV_BLOCKS = args.mmdit_kv
+    if args.mmdit_kv_from is not None:
+        mod["nodes.dit"].MMDIT_KV_FROM = args.mmdit_kv_from
     try:  # the benchmark's --set syntax (MODE.KEY=VALUE applies to that mode only)
         settings = bench_quality.mode_overrides(bench_quality.parse_overrides(args.set), args.mode)
     except ValueError as e:
         ap.error(f"--set: {e}")
-    if args.dit:
+    if args.dit or args.sd3:
         from dragon_toy import dit as toy_dit
+        from dragon_toy import sd3 as toy_sd3
 
-        model, vae, cond = toy_dit.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_dit.conditioning()
+        toy = toy_sd3 if args.sd3 else toy_dit
+        model, vae, cond = toy.load_model_patcher(args.weights), toy_model.pixel_vae(), toy.conditioning()
     else:
         model, vae, cond = toy_model.load_model_patcher(args.weights), toy_model.pixel_vae(), toy_model.empty_conditioning()
     cross = args.mode in bench_quality.PASTE_LIKE

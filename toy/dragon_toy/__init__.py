@@ -58,6 +58,22 @@ class ToyDiTLoader(ToyModelLoader):
         return dit.load_model_patcher(), toy_model.pixel_vae(), dit.conditioning()
 
 
+class ToySD3Loader(ToyModelLoader):
+    """MODEL, VAE and CONDITIONING of the project's toy SD3 (ComfyUI's MMDiT, tiny, pixel space)."""
+
+    DESCRIPTION = ("Loads the project's small SD3.5-shaped flow-matching DiT (ComfyUI's MMDiT, 3.8 M parameters, 32x32 "
+                   "synthetic scenes, no download): the shipped weights, or the file named by $DRAGON_TOY_SD3_WEIGHTS.")
+    OUTPUT_TOOLTIPS = ("The toy SD3: an SD3.5-Medium-shaped model (flow matching, shift 3, RMS q/k norms, image-only "
+                       "attention in its first blocks; not guidance-distilled).",
+                       "Pixel-space conversion VAE (image*2-1).",
+                       "One zero text token: the model is unconditional; use it as positive and negative.")
+
+    def load(self):
+        from . import sd3
+
+        return sd3.load_model_patcher(), toy_model.pixel_vae(), sd3.conditioning()
+
+
 class ToyScene:
     """A benchmark scene with its ground truth, drawn from (mode, scene number)."""
 
@@ -95,10 +111,12 @@ class ToyScene:
 NODE_CLASS_MAPPINGS = {
     "DragonToy_ModelLoader": ToyModelLoader,
     "DragonToy_DiTLoader": ToyDiTLoader,
+    "DragonToy_SD3Loader": ToySD3Loader,
     "DragonToy_Scene": ToyScene,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DragonToy_ModelLoader": "Toy Model Loader (DragonDiffusion demo)",
     "DragonToy_DiTLoader": "Toy DiT Loader (DragonDiffusion demo)",
+    "DragonToy_SD3Loader": "Toy SD3 Loader (DragonDiffusion demo)",
     "DragonToy_Scene": "Toy Scene (DragonDiffusion demo)",
 }

@@ -30,6 +30,8 @@ class RealDit:
     vec: int | None  # pooled-text width (vector_in), None where the model has none
     guidance: bool  # guidance-distilled: a guidance embedding
     flux2: bool = False
+    cfg: float = 1.0  # what the family's ComfyUI workflows sample with (guidance-distilled: 1, no negative pass)
+    scheduler: str = "simple"
 
     def keys(self) -> dict:
         """The checkpoint keys ComfyUI's detection looks at, as meta tensors of the real shapes."""
@@ -67,6 +69,9 @@ class RealMMDiT:
     vec: int = 2048  # pooled CLIP-L + CLIP-G
     guidance: bool = False
     flux2: bool = False
+    cfg: float = 4.5  # SD3/SD3.5 workflows: CFG 4-5.5 (two passes a step), euler or dpmpp_2m, sgm_uniform
+    scheduler: str = "sgm_uniform"
+    depth_single: int = 0
 
     @property
     def hidden(self) -> int:

@@ -42,6 +42,8 @@ GUIDANCE = {
 
 # The toy flow DiT's (toy/dragon_toy/dit.py; issue #28), chosen on the settings scenes (bench/dit-probe-*.txt).
 DIT_GUIDANCE = {mode: dict(kv) for mode, kv in GUIDANCE.items()}
+# The toy SD3's (toy/dragon_toy/sd3.py, ComfyUI's MMDiT), chosen on the settings scenes (bench/sd3-probe-*.txt).
+SD3_GUIDANCE = {mode: dict(kv) for mode, kv in GUIDANCE.items()}
 
 
 def bench_args(guidance: dict | None = None) -> list[str]:
