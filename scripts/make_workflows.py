@@ -152,6 +152,10 @@ DIT_FAMILIES = {
     "flux2": dict(label="FLUX.2", unet="flux2_dev_fp8mixed.safetensors",
                   clip=("CLIPLoader", [("clip_name", "mistral_3_small_flux2_bf16.safetensors"), ("type", "flux2")]),
                   vae="flux2-vae.safetensors", guidance=4.0),
+    # SD3.5 as ComfyUI's own SD3.5 example loads it: one checkpoint with its three text encoders and VAE; not
+    # guidance-distilled, so the negative prompt and CFG stay (4.5, the SD3.5 Large model card's); the toy SD3's
+    # settings (SD3_GUIDANCE)
+    "sd35": dict(label="SD3.5", ckpt="sd3.5_large_fp8_scaled.safetensors", cfg=4.5),
 }
 DIT_TITLES = {"dragon_move": "move", "dragon_drag": "drag points", "dragon_paste": "paste"}  # the FLUX templates
 DIT_EXAMPLES = tuple(DIT_TITLES)
@@ -160,12 +164,23 @@ FILE_INPUTS = ("ckpt_name", "unet_name", "clip_name", "clip_name1", "clip_name2"
 
 
 def dit_graph(name: str, family: str) -> list:
-    """The SD graph of `name` rebuilt for a FLUX family: loaders, FluxGuidance, steps, cfg 1, the DiT settings."""
+    """The SD graph of `name` rebuilt for a DiT family: FLUX's loaders, FluxGuidance, steps, cfg 1, the toy DiT's
+    settings; SD3.5's checkpoint, steps, its cfg, the toy SD3's settings."""
     sys.path.append(str(ROOT / "toy"))
-    from dragon_toy.settings import DIT_GUIDANCE
+    from dragon_toy.settings import DIT_GUIDANCE, SD3_GUIDANCE
 
     fam = DIT_FAMILIES[family]
     mode, points, _, prompt = EXAMPLES[name]
+    if "ckpt" in fam:
+        nodes = graph(mode, points, SD3_GUIDANCE.get(mode, {}), prompt, "sd15")
+        out = []
+        for nid, ctype, widgets, links in nodes:
+            if ctype == "CheckpointLoaderSimple":
+                widgets = [("ckpt_name", fam["ckpt"])]
+            if ctype in ("DragonDiffusion_DDIMInvert", "DragonDiffusion_Sampler"):
+                widgets = [(k, DIT_STEPS if k == "steps" else (fam["cfg"] if k == "cfg" else v)) for k, v in widgets]
+            out.append((nid, ctype, widgets, links))
+        return out
     nodes = graph(mode, points, DIT_GUIDANCE.get(mode, {}), prompt, "sd15")
     clip, vae, guided = (17, 0), (19, 0), (18, 0)
     remap = {(1, 1): clip, (1, 2): vae, (3, 0): guided, (4, 0): guided}
@@ -430,10 +445,10 @@ def thumbnails() -> dict[str, "object"]:
 
     out = {}
     # (file title, example, the strip the result comes from, the families it serves): the FLUX templates show the
-    # toy DiT's result where its benchmark has run (bench/dit/)
+    # toy DiT's result where its benchmark has run (bench/dit/), the SD3.5 ones the toy SD3's (bench/sd3/)
     cards = [(title(name), name, ROOT / "bench", "SD1.5 · SDXL") for name in EXAMPLES]
-    cards += [(dit_title(name, f), name, ROOT / "bench" / "dit", DIT_FAMILIES[f]["label"])
-              for f in DIT_FAMILIES for name in DIT_EXAMPLES]
+    cards += [(dit_title(name, f), name, ROOT / "bench" / ("sd3" if "ckpt" in DIT_FAMILIES[f] else "dit"),
+               DIT_FAMILIES[f]["label"]) for f in DIT_FAMILIES for name in DIT_EXAMPLES]
     for card_title, name, strips, families in cards:
         mode = EXAMPLES[name][0]
         toy_mode = THUMB_STRIP[mode]
