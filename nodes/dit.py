@@ -422,13 +422,12 @@ class DitAttention:
             self.bank.record(key, ki, vi)
         if not isinstance(st, BranchState):
             return k, v
-        family = to.get("dragon_family")
         if st.phase == "reference" and self.mode is not None:
             _, ki, _ = _split(k, to)
             _, vi, _ = _split(v, to)
             st.kv[key] = (ki.detach(), vi.detach())
         elif (st.phase == "generate" and key in st.kv and self.active(st.step, st.steps)
-              and (family.injects(key) if family is not None else KV_BLOCKS in ("all", key[0]))):
+              and to["dragon_family"].injects(key)):
             kr, vr = st.kv[key]
             if st.kv_select is not None:
                 kr, vr = _select(st.kv_select, kr, vr, to)
