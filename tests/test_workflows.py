@@ -25,7 +25,7 @@ def test_the_templates_folder_holds_only_the_ui_workflows_with_thumbnails():
     install does not load), each with a .jpg thumbnail of the same name; no stale files."""
     shipped = sorted(p.name for p in (REPO / "workflows").glob("*.json"))
     assert shipped == sorted(Path(f).name for f in FILES if f.startswith("workflows/") and f.count("/") == 1)
-    assert len(shipped) == 13  # one per edit for SD1.5 and SDXL alike (make_workflows.title), 3 per FLUX family
+    assert len(shipped) == 16  # one per edit for SD1.5 and SDXL alike (make_workflows.title), 3 per DiT family
     for name in shipped:
         wf = json.loads((REPO / "workflows" / name).read_text())
         assert "version" in wf and "nodes" in wf, name
