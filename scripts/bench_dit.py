@@ -6,7 +6,7 @@ built at the depth asked (the widths, heads, patching and latent format stay the
 pack's code: DDIM Invert with the K/V memory bank, Guidance Setup (move), Cross-Branch Attention Patch, Dragon Sampler.
 The floor is ComfyUI's own path for the same image: the inversion without the bank plus its KSampler (euler, same
 steps, the family's workflow scheduler and CFG: FLUX simple and cfg 1, SD3/SD3.5 sgm_uniform and cfg 4.5, which
-the edit also uses). Model passes are counted per phase; the gradient pass (forward up to the last
+the edit also uses). Model passes (calls; with CFG a generation call carries the negative too) are counted per phase; the gradient pass (forward up to the last
 feature block, then backward) is counted once but costs more than a plain pass.
 
     .venv/bin/python scripts/bench_dit.py                                    # CPU: FLUX.1 [dev] depth 1+1, 256^2, 8 steps
@@ -62,8 +62,10 @@ def edit_once(pack, nodes_mod, model, which: str, size: int, steps: int, mem: Me
         nodes_mod.common_ksampler(model, 7, steps, real.cfg, "euler", real.scheduler, cond, cond, {"samples": lat})
         sync()
         t_ks = time.perf_counter() - t
-        passes = steps * (2 if real.cfg == 1.0 else 3)  # inversion + sampling (a negative pass a step with CFG)
-        row["floor"] = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks, "passes": passes, **mem.read()}
+        # model calls: inversion + sampling (with CFG, ComfyUI batches the negative with the positive in one call, as the
+        # Dragon Sampler's generation passes do: "cfg_batch")
+        row["floor"] = {"invert_s": t_inv, "sample_s": t_ks, "total_s": t_inv + t_ks, "passes": 2 * steps,
+                        "cfg_batch": 1 if real.cfg == 1.0 else 2, **mem.read()}
         mask = torch.zeros(1, size, size)
         mask[:, int(size * 0.35):int(size * 0.65), int(size * 0.2):int(size * 0.45)] = 1
         spec = gd.build_spec("move", object_mask=mask, offset_x=int(size * 0.25))
