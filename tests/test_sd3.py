@@ -11,6 +11,7 @@ import torch
 sys.path.append(str(Path(__file__).resolve().parents[1] / "toy"))
 
 from dragon_toy import sd3 as toy_sd3  # noqa: E402
+from test_dit import _scene  # noqa: E402  (the same 32x32 scene: a red square to move)
 
 S = 32  # the toy scenes' size: 16x16 image tokens
 STEPS = 6
@@ -28,15 +29,6 @@ def _random_sd3():
 def sd3(comfy):
     """The toy SD3's architecture as a ComfyUI MODEL (seeded random weights, a non-zero output layer)."""
     return toy_sd3.load_model_patcher(state_dict=_random_sd3().state_dict())
-
-
-def _scene():
-    g = torch.Generator().manual_seed(2)
-    img = torch.rand(1, S, S, 3, generator=g) * 0.2 + 0.4
-    img[:, 8:16, 8:16] = torch.tensor([0.9, 0.2, 0.1])
-    mask = torch.zeros(1, S, S)
-    mask[:, 8:16, 8:16] = 1
-    return img, mask
 
 
 def _run(comfy, model, kv_bank_mb=64, cfg=1.0):
@@ -169,3 +161,17 @@ def test_an_sd3_model_with_a_wrong_latent_is_refused(comfy, sd3):
     with pytest.raises(DragonInputError, match=r"Dragon DDIM Invert: input 'latent': has 16 channels but the model takes 3"):
         comfy.module("nodes.invert").DDIMInvert.execute(sd3, toy_sd3.conditioning(),
                                                         {"samples": torch.zeros(1, 16, 32, 32)}, 4, 0)
+
+
+def test_the_shipped_toy_sd3_weights_load_into_this_comfyui(comfy):
+    """The trained toy SD3 loads through ComfyUI's SD3 model config and the MODEL computes what the plain module does
+    (ComfyUI feeds MMDiT timestep = 1000 sigma and returns x - sigma v)."""
+    model = toy_sd3.load_model_patcher()
+    net = toy_sd3.load_net()
+    g = torch.Generator().manual_seed(4)
+    x, sigma = torch.randn(1, 3, S, S, generator=g), torch.tensor([0.6])
+    with torch.no_grad():
+        want = x - sigma * toy_sd3.forward(net, x, sigma)
+        got = model.model.apply_model(x, sigma, c_crossattn=toy_sd3.conditioning()[0][0])
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+    assert float(want.std()) > 0.1  # a trained model, not the zero predictor it starts as

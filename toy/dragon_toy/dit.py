@@ -121,12 +121,17 @@ CONFIG = FLUX_CONFIG
 
 def model_config():
     """ComfyUI's Flux model config for the toy: pixel-space latent, fp32."""
-    import comfy.latent_formats
     import comfy.supported_models
 
-    mc = comfy.supported_models.Flux(flux_config())
-    mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
-    mc.sampling_settings = {"shift": SHIFT}
+    return pixel_space(comfy.supported_models.Flux(flux_config()), SHIFT)
+
+
+def pixel_space(mc, shift: float):
+    """A toy's ComfyUI model config: the picture is the latent (ChromaRadiance's identity format), its shift, fp32."""
+    import comfy.latent_formats
+
+    mc.latent_format = comfy.latent_formats.ChromaRadiance()
+    mc.sampling_settings = {"shift": shift}
     mc.set_inference_dtype(torch.float32, None)
     return mc
 

@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from .dit import _read, base_of
+from .dit import _read, base_of, pixel_space
 
 CONTEXT_DIM = 16  # the text token's width (one zero token: the toy is unconditional)
 WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "dragon_toy_sd3.safetensors")
@@ -91,14 +91,9 @@ def load_net(path: str | None = None):
 
 def model_config():
     """ComfyUI's SD3 model config for the toy: pixel-space latent, fp32, SD3's shift."""
-    import comfy.latent_formats
     import comfy.supported_models
 
-    mc = comfy.supported_models.SD3(dict(CONFIG))
-    mc.latent_format = comfy.latent_formats.ChromaRadiance()  # pixel space, identity latent
-    mc.sampling_settings = {"shift": SHIFT}
-    mc.set_inference_dtype(torch.float32, None)
-    return mc
+    return pixel_space(comfy.supported_models.SD3(dict(CONFIG)), SHIFT)
 
 
 def load_model_patcher(path: str | None = None, state_dict: dict | None = None):
