@@ -45,7 +45,8 @@ class CrossBranchAttentionPatch(io.ComfyNode):
                 "Patches a clone of the model so that, during a Dragon Sampler run, the generation branch's "
                 "decoder self-attention uses the keys/values of the guidance branch (the inverted image) at "
                 "the same step. This carries the original appearance into the edit. On FLUX models: the "
-                "single-stream blocks' image tokens outside the edit region (inside, the edit keeps its own). "
+                "single-stream blocks' image tokens outside the edit region (inside, the edit keeps its own); on "
+                "SD3/SD3.5 every joint block's, likewise outside the edit region. "
                 "Outside a Dragon run the patched model behaves exactly like the original."),
             inputs=[
                 io.Model.Input("model", tooltip="The model to patch (it is cloned; the input is not changed)."),

@@ -131,11 +131,11 @@ class DDIMInvert(io.ComfyNode):
                 "keeps every intermediate latent. The Dragon Sampler follows this trajectory as its "
                 "guidance branch and starts from its final noise."),
             inputs=[
-                io.Model.Input("model", tooltip="The model used for editing: SD1.x/SD2.x/SDXL, or FLUX.1/FLUX.2 (experimental)."),
+                io.Model.Input("model", tooltip="The model used for editing: SD1.x/SD2.x/SDXL, or FLUX.1/FLUX.2/SD3/SD3.5 (experimental)."),
                 io.Conditioning.Input("positive", tooltip="A prompt describing the source image (may be empty text)."),
                 io.Latent.Input("latent", tooltip="The source image, encoded with VAE Encode (one image)."),
                 io.Int.Input("steps", default=50, min=1, max=1000,
-                             tooltip="DDIM steps (the official DDIM timesteps: 981, 961, ..., 1 for 50; FLUX: the model's own flow sigmas). Give the Dragon Sampler the same number; the method's default is 50 (FLUX: 30 or more)."),
+                             tooltip="DDIM steps (the official DDIM timesteps: 981, 961, ..., 1 for 50; FLUX/SD3: the model's own flow schedule). Give the Dragon Sampler the same number; the method's default is 50 (FLUX/SD3: 30 or more)."),
                 io.Int.Input("kv_bank_mb", default=DEFAULT_BANK_MB, min=0, max=1 << 20, step=256, optional=True,
                              tooltip="Host memory (MB) for the memory bank: the decoder self-attention keys/values "
                                      "of every inversion step, which the Dragon Cross-Branch Attention Patch injects "
