@@ -61,11 +61,14 @@ DRAG_PATCH_RADIUS = 2
 # on ("late"), into every block ("all", with the image-only attentions of SD3.5 Medium) or none. Measured on the toy
 # SD3 (bench/sd3-probe-*.txt; README, Flow / DiT models): features from deeper blocks left the vacated place cleaner
 # (guidance alone moving the object: blocks 0-1 18.6 dB, 2-3 19.2, 3-4 26.1, 4-5 26.9; IoU 0.70-0.72 for all);
-# K/V into every block held the background best at the pack's defaults (39.3 dB against 31.7 for the later half and
-# 33.1 for none; all alike with the toy settings).
+# replace K/V (outside the edit region) into every block held the background best at the pack's defaults (39.3 dB
+# against 31.7 for the later half and 33.1 for none; all alike with the toy settings); concat K/V (drag, every image
+# token) into every block froze the drag (IoU 0.08 / 0.09 at energy 80 / 320 against 0.35 / 0.53 from half depth
+# on, bench/sd3-probe-drag-kv.txt), so concat goes into the later half only.
 MMDIT_FEATURE_DEPTH = 1.0
 MMDIT_KV_BLOCKS = "all"
 MMDIT_KV_FROM = 0.5
+MMDIT_KV_CONCAT = "late"  # concat K/V: "late" (from MMDIT_KV_FROM on) or as MMDIT_KV_BLOCKS
 
 # diffusion model classes of flow/DiT families not supported yet -> the name users know them by (AuraFlow's class is
 # also called MMDiT: it is told from SD3's by its module)
@@ -100,12 +103,15 @@ class DitFamily:
             return tuple(range(max(0, end - 2), end))
         return tuple(range(max(0, self.double_blocks - 2), self.double_blocks))
 
-    def injects(self, key: tuple) -> bool:
+    def injects(self, key: tuple, mode: str = "replace") -> bool:
         """Whether the Cross-Branch patch injects the guidance branch's K/V into the attention `key` (block type,
-        index): Flux by block type (KV_BLOCKS); MMDiT by depth (MMDIT_KV_BLOCKS, MMDIT_KV_FROM)."""
+        index) in `mode` (replace / concat): Flux by block type (KV_BLOCKS); MMDiT by depth (MMDIT_KV_BLOCKS,
+        MMDIT_KV_FROM; concat, which adds the bank's K/V for every image token, always from MMDIT_KV_FROM on)."""
         if self.arch == "mmdit":
-            return MMDIT_KV_BLOCKS == "all" or (MMDIT_KV_BLOCKS == "late" and
-                                                 key[1] >= math.floor(MMDIT_KV_FROM * self.double_blocks))
+            late = key[1] >= math.floor(MMDIT_KV_FROM * self.double_blocks)
+            if mode == "concat" and MMDIT_KV_CONCAT == "late":
+                return MMDIT_KV_BLOCKS != "none" and late
+            return MMDIT_KV_BLOCKS == "all" or (MMDIT_KV_BLOCKS == "late" and late)
         return KV_BLOCKS in ("all", key[0])
 
     def drag_patch_radius(self) -> int:
@@ -432,15 +438,14 @@ class DitAttention:
             _, vi, _ = _split(v, to)
             st.kv[key] = (ki.detach(), vi.detach())
         elif (st.phase == "generate" and key in st.kv and self.active(st.step, st.steps)
-              and to["dragon_family"].injects(key)):
+              and to["dragon_family"].injects(key, st.kv_mode if self.mode == "auto" else self.mode)):
             kr, vr = st.kv[key]
             if st.kv_select is not None:
                 kr, vr = _select(st.kv_select, kr, vr, to)
             kr, vr = kr.to(dtype).expand(b, -1, -1, -1), vr.to(dtype).expand(b, -1, -1, -1)
             kt, ki, krest = _split(k, to)
             vt, vi, vrest = _split(v, to)
-            mode = st.kv_mode if self.mode == "auto" else self.mode
-            if mode == "replace":
+            if (st.kv_mode if self.mode == "auto" else self.mode) == "replace":
                 if KV_REGION == "outside" and st.kv_select is None and st.edit_region is not None:
                     own = self._tokens_in(st.edit_region, to["dragon_grid"]).to(k.device)
                     kr, vr = torch.where(own, ki, kr), torch.where(own, vi, vr)

@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--mmdit-kv", choices=["late", "all", "none"],
                     help="SD3: the joint blocks K/V are injected into (nodes/dit.py MMDIT_KV_BLOCKS)")
     ap.add_argument("--mmdit-kv-from", type=float, help="SD3: where 'late' starts, a fraction of the depth")
+    ap.add_argument("--mmdit-kv-concat", choices=["late", "same"],
+                    help="SD3: concat K/V (drag) into the later blocks only, or as --mmdit-kv (nodes/dit.py MMDIT_KV_CONCAT)")
     ap.add_argument("--kv-blocks", choices=["single", "double", "all"],
                     help="DiT: the blocks K/V are injected into (nodes/dit.py KV_BLOCKS)")
     ap.add_argument("--centre-features", action="store_true",
@@ -123,6 +125,8 @@ def main() -> None:
         mod["nodes.invert"].FLOW_INVERSION = args.inversion
     if args.mmdit_kv:
         mod["nodes.dit"].MMDIT_KV_BLOCKS = args.mmdit_kv
+    if args.mmdit_kv_concat:
+        mod["nodes.dit"].MMDIT_KV_CONCAT = args.mmdit_kv_concat
     if args.mmdit_kv_from is not None:
         mod["nodes.dit"].MMDIT_KV_FROM = args.mmdit_kv_from
     try:  # the benchmark's --set syntax (MODE.KEY=VALUE applies to that mode only)

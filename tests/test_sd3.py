@@ -98,6 +98,10 @@ def test_the_memory_bank_holds_every_joint_and_image_attention_and_late_blocks_t
     injected = {key for key, _ in job.state.injected}
     assert injected == {key for key in keys if family.injects(key)} and injected
     assert {step for _, step in job.state.injected} == set(range(STEPS))
+    # replace (move) goes into every joint block; concat (drag: the bank's K/V for every image token) only into the
+    # later half, where it did not freeze the drag on the toy SD3 (bench/sd3-probe-drag-kv.txt)
+    assert family.injects(("double", 0), "replace") and family.injects(("image", 0), "replace")
+    assert not family.injects(("double", 2), "concat") and family.injects(("double", 3), "concat")
 
 
 def test_a_banked_sd3_edit_is_the_recomputed_edit_bit_for_bit(comfy, sd3):
