@@ -46,7 +46,7 @@ class CrossBranchAttentionPatch(io.ComfyNode):
                 "decoder self-attention uses the keys/values of the guidance branch (the inverted image) at "
                 "the same step. This carries the original appearance into the edit. On FLUX models: the "
                 "single-stream blocks' image tokens outside the edit region (inside, the edit keeps its own); on "
-                "SD3/SD3.5 every joint block's, likewise outside the edit region. "
+                "SD3/SD3.5 every joint block's, likewise outside the edit region (drag's concat: the later half). "
                 "Outside a Dragon run the patched model behaves exactly like the original."),
             inputs=[
                 io.Model.Input("model", tooltip="The model to patch (it is cloned; the input is not changed)."),
