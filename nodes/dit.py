@@ -433,19 +433,20 @@ class DitAttention:
             self.bank.record(key, ki, vi)
         if not isinstance(st, BranchState):
             return k, v
+        mode = st.kv_mode if self.mode == "auto" else self.mode
         if st.phase == "reference" and self.mode is not None:
             _, ki, _ = _split(k, to)
             _, vi, _ = _split(v, to)
             st.kv[key] = (ki.detach(), vi.detach())
         elif (st.phase == "generate" and key in st.kv and self.active(st.step, st.steps)
-              and to["dragon_family"].injects(key, st.kv_mode if self.mode == "auto" else self.mode)):
+              and to["dragon_family"].injects(key, mode)):
             kr, vr = st.kv[key]
             if st.kv_select is not None:
                 kr, vr = _select(st.kv_select, kr, vr, to)
             kr, vr = kr.to(dtype).expand(b, -1, -1, -1), vr.to(dtype).expand(b, -1, -1, -1)
             kt, ki, krest = _split(k, to)
             vt, vi, vrest = _split(v, to)
-            if (st.kv_mode if self.mode == "auto" else self.mode) == "replace":
+            if mode == "replace":
                 if KV_REGION == "outside" and st.kv_select is None and st.edit_region is not None:
                     own = self._tokens_in(st.edit_region, to["dragon_grid"]).to(k.device)
                     kr, vr = torch.where(own, ki, kr), torch.where(own, vi, vr)
